@@ -1,0 +1,56 @@
+# imagebridge — the two commands a new machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := dcmtk orthanc orthanc-dicomweb orthanc-gdcm
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: install run test lint typecheck pytest system-deps postgres bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,samples]'
+	@touch $(STAMP)
+
+run: install
+	$(VENV)/bin/imagebridge serve --load-samples
+
+# Debian packages the tests talk to (real DICOM peers, Orthanc); installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v dcmsend >/dev/null || missing="$$missing dcmtk"; \
+	test -x /usr/sbin/Orthanc || missing="$$missing orthanc"; \
+	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
+	test -f /usr/share/orthanc/plugins/libOrthancGdcm.so || missing="$$missing orthanc-gdcm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The PostgreSQL server the suite also runs against (127.0.0.1:5432, trust auth, database test).
+postgres:
+	@scripts/ensure-postgres.sh
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+test: install system-deps postgres lint typecheck pytest
+
+bench: install system-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) imagebridge-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""imagebridge: standards-based exchange of diagnostic images."""
+
+__version__ = "0.1.0"

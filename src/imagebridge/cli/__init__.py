@@ -1,0 +1,1 @@
+"""The ``imagebridge`` command line (Typer + rich)."""

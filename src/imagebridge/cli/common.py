@@ -1,0 +1,60 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from imagebridge.config import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Where blobs and the embedded index live.", envvar="IMAGEBRIDGE_DATA_DIR"
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="postgresql://user@host/db to keep the index in PostgreSQL.",
+        envvar="IMAGEBRIDGE_DATABASE_URL",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="A TOML settings file.", envvar="IMAGEBRIDGE_CONFIG", exists=True, dir_okay=False
+    ),
+]
+
+
+def settings(config: Path | None = None, **overrides: object) -> Settings:
+    try:
+        return Settings.load(config, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid settings: {problems}")
+    except OSError as exc:
+        fail(f"cannot read settings file: {exc}")
+    raise AssertionError("unreachable")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

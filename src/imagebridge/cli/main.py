@@ -1,0 +1,147 @@
+"""``imagebridge``: serve the archive, import files, manage the index."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from imagebridge.cli import common
+from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
+from imagebridge.config import Settings
+from imagebridge.errors import ImageBridgeError
+from imagebridge.services import importer
+from imagebridge.services.archive import Archive, open_archive
+
+app = typer.Typer(
+    name="imagebridge",
+    help="A DICOM archive and exchange node: DICOMweb, DIMSE, FHIR ImagingStudy, SMART on FHIR.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the index database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (0 picks a free one).")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+    load_samples: Annotated[
+        bool, typer.Option("--load-samples", help="Import pydicom's sample files on first start.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
+) -> None:
+    """Start the archive: DICOMweb at /dicomweb, API docs at /docs."""
+    from imagebridge.cli import samples
+    from imagebridge.web.app import create_app
+    from imagebridge.web.server import bind, make_server
+
+    common.setup_logging(verbose)
+    settings = common.settings(config, host=host, port=port, data_dir=data_dir, database_url=database_url)
+    archive = _open(settings)
+    if load_samples:
+        samples.load_once(archive)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        common.fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    base = f"http://{settings.host}:{sock.getsockname()[1]}"
+    console.print(f"[bold green]imagebridge[/] is serving [bold]{settings.data_dir.resolve()}[/]")
+    console.print(f"  DICOMweb root  {base}/dicomweb    e.g. {base}/dicomweb/studies")
+    console.print(f"  API docs       {base}/docs")
+    console.print(f"  health         {base}/healthz")
+    console.print("Press Ctrl+C to stop.")
+    try:
+        make_server(create_app(archive)).run(sockets=[sock])
+    finally:
+        archive.close()
+
+
+def _open(settings: Settings) -> Archive:
+    try:
+        return open_archive(settings)
+    except ImageBridgeError as exc:
+        common.fail(exc.reason)
+    except Exception as exc:  # the database may be down or the URL wrong
+        common.fail(f"cannot open the index ({type(exc).__name__}): {str(exc).splitlines()[0]}")
+    raise AssertionError("unreachable")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files, folders (searched recursively) and zip archives.")
+    ],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+    show_skipped: Annotated[bool, typer.Option("--show-skipped", help="List every skipped file.")] = False,
+) -> None:
+    """Load DICOM files into the archive, with a progress bar and a closing summary."""
+    settings = common.settings(config, data_dir=data_dir, database_url=database_url)
+    archive = _open(settings)
+    summary = importer.Summary()
+    candidates = list(importer.discover(paths, summary.skipped))
+    started = time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("importing", total=len(candidates))
+        for candidate in candidates:
+            importer.import_candidate(archive.ingest, candidate, summary)
+            progress.advance(task)
+    archive.close()
+    _print_summary(summary, time.monotonic() - started, show_skipped)
+    if summary.refused and not summary.stored and not summary.already_present:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: importer.Summary, seconds: float, show_skipped: bool) -> None:
+    table = Table(title="Import summary", show_header=False)
+    table.add_row("stored", str(summary.stored))
+    table.add_row("already present", str(summary.already_present))
+    table.add_row("refused", str(len(summary.refused)))
+    table.add_row("skipped (not DICOM or unreadable)", str(len(summary.skipped)))
+    table.add_row("studies touched", str(len(summary.studies)))
+    rate = (summary.stored + summary.already_present) / seconds if seconds > 0 else 0.0
+    table.add_row(
+        "time",
+        f"{seconds:.1f} s ({rate:.0f} instances/s, {summary.bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
+    )
+    console.print(table)
+    for name, reason in summary.refused:
+        console.print(f"[yellow]refused[/] {name}: {reason}")
+    if show_skipped:
+        for name, reason in summary.skipped:
+            console.print(f"[dim]skipped[/] {name}: {reason}")
+    elif summary.skipped:
+        console.print(f"[dim]{len(summary.skipped)} files skipped; --show-skipped lists them[/]")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None, config: ConfigFile = None) -> None:
+    """Create or upgrade the index schema to the latest revision."""
+    from imagebridge.index import db
+
+    settings = common.settings(config, data_dir=data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(settings.effective_database_url)
+    try:
+        db.upgrade(engine)
+        console.print(f"index schema at revision [bold]{db.current_revision(engine)}[/]")
+    except Exception as exc:
+        common.fail(f"upgrade failed ({type(exc).__name__}): {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    app()

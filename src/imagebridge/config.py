@@ -1,0 +1,79 @@
+"""One validated Settings object, built once at start-up and passed down.
+
+Values come from ``IMAGEBRIDGE_*`` environment variables, an optional TOML file
+(``IMAGEBRIDGE_CONFIG``) and command-line flags, in rising order of precedence.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the running system needs to know; defaults give the embedded mode."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBRIDGE_", extra="forbid")
+
+    data_dir: Path = Path("./imagebridge-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite in the data directory."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str | None = Field(
+        default=None, description="External base URL, when the server runs behind a proxy."
+    )
+    dicom_port: int = 11112
+    ae_title: str = "IMAGEBRIDGE"
+    dicom_enabled: bool = True
+    replace_on_conflict: bool = Field(
+        default=False,
+        description="Store a different object under an existing SOP Instance UID by replacing it.",
+    )
+    qido_max_limit: int = 1000
+    qido_default_limit: int = 1000
+    cors_origins: list[str] = Field(default_factory=list)
+    max_upload_bytes: int = 64 * 1024**3
+    bulkdata_threshold: int = 1024
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_fits(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > 16:
+            raise ValueError("an AE title has 1 to 16 characters")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from a TOML file (if any), the environment, then explicit overrides."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            with config_file.open("rb") as fh:
+                values.update(tomllib.load(fh))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people type (``postgresql://``) and pick the driver we ship (psycopg 3)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url

@@ -1,0 +1,1 @@
+"""pydicom helpers: attributes, DICOM JSON, frame offsets, transfer syntaxes, rendering."""

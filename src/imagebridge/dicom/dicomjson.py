@@ -1,0 +1,85 @@
+"""DICOM JSON (PS3.18 Annex F) without reading large values into memory.
+
+Values longer than the bulk data threshold, and every deferred value, become a
+``BulkDataURI`` (PS3.18 §F.2.6) that points into this archive. The URI is
+written with the placeholder prefix :data:`BASE` so that the stored text can be
+served under any base URL with one string replacement.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+BASE = "ibx:"
+"""Stands for the DICOMweb base URL in stored BulkDataURIs."""
+
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_SKIPPED = frozenset({0xFFFCFFFC, 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD})
+
+UriFor = Callable[[str], str]
+
+
+def dataset_to_json(ds: Dataset, uri_for: UriFor, threshold: int, path: str = "") -> dict[str, Any]:
+    """The DICOM JSON object of ``ds``; ``uri_for(tag_path)`` names a bulk value's URI."""
+    out: dict[str, Any] = {}
+    for tag in list(ds.keys()):
+        if tag in _SKIPPED or tag.group == 0x0002 or (tag.element == 0 and tag.group > 0x0008):
+            continue
+        key = f"{tag:08X}"
+        tag_path = f"{path}{key}"
+        try:
+            value = _element_json(ds, int(tag), tag_path, uri_for, threshold)
+        except Exception as exc:  # tolerant on read: one odd value must not lose the instance
+            log.warning("attribute %s left out of metadata: %s", key, exc)
+            continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _element_json(ds: Dataset, tag: int, tag_path: str, uri_for: UriFor, threshold: int) -> dict[str, Any]:
+    raw = ds.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, 0xFFFFFFFF):
+        return {"vr": _vr_of(raw), "BulkDataURI": uri_for(tag_path)}
+    if isinstance(raw, RawDataElement) and raw.value is None and tag == 0x7FE00010:
+        return {"vr": _vr_of(raw), "BulkDataURI": uri_for(tag_path)}
+    elem = ds[tag]
+    if elem.VR == "SQ":
+        items = [
+            dataset_to_json(item, uri_for, threshold, f"{tag_path}.{index}.")
+            for index, item in enumerate(elem.value or [])
+        ]
+        return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+    if elem.VR in BULK_VRS or tag == 0x7FE00010:
+        return _binary_json(elem, tag_path, uri_for, threshold)
+    return elem.to_json_dict(None, threshold)
+
+
+def _binary_json(elem: DataElement, tag_path: str, uri_for: UriFor, threshold: int) -> dict[str, Any]:
+    data = elem.value
+    if data is None or data == b"":
+        return {"vr": elem.VR}
+    if isinstance(data, bytes | bytearray) and len(data) <= threshold and elem.tag != 0x7FE00010:
+        return {"vr": elem.VR, "InlineBinary": base64.b64encode(data).decode("ascii")}
+    return {"vr": elem.VR, "BulkDataURI": uri_for(tag_path)}
+
+
+def _vr_of(raw: RawDataElement) -> str:
+    if raw.VR and raw.VR not in ("OB or OW", "US or SS", "US or OW", "US or SS or OW"):
+        return str(raw.VR)
+    if raw.tag == 0x7FE00010:
+        return "OW"
+    try:
+        vr = dictionary_VR(raw.tag)
+    except KeyError:
+        return "UN"
+    return "OW" if "O" in vr and " or " in vr else vr.split(" or ")[0]

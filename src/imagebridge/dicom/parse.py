@@ -1,0 +1,194 @@
+"""Read a received Part 10 file once and derive everything the index needs.
+
+Strict on write, tolerant on read (highdicom's habit): an instance is refused
+only when it is not DICOM or lacks the UIDs that place it in the hierarchy;
+cosmetic faults are logged and kept exactly as received.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from imagebridge.dicom import dicomjson, frames, syntaxes, tags
+from imagebridge.errors import MissingAttribute, NotDicom
+
+log = logging.getLogger(__name__)
+
+DEFER_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """The facts of one instance that the index stores, all as plain values."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_description: str
+    referring_physician: str
+    study_id: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    performed_start_date: str
+    performed_start_time: str
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    number_of_frames: int | None
+    patient_json: str
+    study_json: str
+    series_json: str
+    metadata_json: str
+    frame_index: frames.FrameIndex | None
+
+
+def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
+    """Parse the Part 10 file at ``path``; raises NotDicom or MissingAttribute."""
+    ds = _read(path)
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    study_uid, series_uid, sop_uid = _uids(ds)
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if not sop_class:
+        raise MissingAttribute("SOP Class UID (0008,0016) is missing")
+    base = f"{dicomjson.BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
+    metadata = dicomjson.dataset_to_json(ds, lambda p: base + p, bulk_threshold)
+    patient_id, issuer = _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
+    return ParsedInstance(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=sop_class,
+        transfer_syntax=syntax,
+        patient_id=patient_id,
+        issuer_of_patient_id=issuer,
+        patient_name=_text(ds, "PatientName"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician=_text(ds, "ReferringPhysicianName"),
+        study_id=_text(ds, "StudyID"),
+        modality=_text(ds, "Modality"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        performed_start_date=_text(ds, "PerformedProcedureStepStartDate"),
+        performed_start_time=_text(ds, "PerformedProcedureStepStartTime"),
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        number_of_frames=_frame_count(ds),
+        patient_json=_subset(metadata, tags.PATIENT_TAGS),
+        study_json=_subset(metadata, tags.STUDY_TAGS),
+        series_json=_subset(metadata, tags.SERIES_TAGS),
+        metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+        frame_index=_frame_index(ds, path, syntax),
+    )
+
+
+def _read(path: Path) -> Dataset:
+    try:
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+    except InvalidDicomError as exc:
+        raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types on damaged input
+        raise NotDicom(f"unreadable DICOM data: {exc}") from exc
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise NotDicom("the File Meta Information has no Transfer Syntax UID (0002,0010)")
+    return ds
+
+
+def _uids(ds: Dataset) -> tuple[str, str, str]:
+    values = []
+    for keyword, tag in (
+        ("StudyInstanceUID", "(0020,000D)"),
+        ("SeriesInstanceUID", "(0020,000E)"),
+        ("SOPInstanceUID", "(0008,0018)"),
+    ):
+        value = _text(ds, keyword)
+        if not value:
+            raise MissingAttribute(f"{keyword} {tag} is missing or empty")
+        if len(value) > 64:
+            raise MissingAttribute(f"{keyword} {tag} is longer than 64 characters")
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception as exc:
+        log.warning("%s unreadable: %s", keyword, exc)
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip().rstrip("\x00")
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _frame_count(ds: Dataset) -> int | None:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return None
+    return _int(ds, "NumberOfFrames") or 1
+
+
+def _subset(metadata: dict[str, Any], wanted: tuple[int, ...]) -> str:
+    keys = {tags.tag_key(t) for t in wanted}
+    return json.dumps({k: v for k, v in metadata.items() if k in keys}, separators=(",", ":"))
+
+
+def _frame_index(ds: Dataset, path: Path, syntax: str) -> frames.FrameIndex | None:
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    count = _frame_count(ds)
+    if raw is None or count is None or syntaxes.is_deflated(syntax):
+        return None
+    if not isinstance(raw, RawDataElement) or raw.value is not None:
+        # Small values are read eagerly; locate them through a deferred re-read.
+        ds = pydicom.dcmread(path, defer_size=1)
+        raw = ds.get_item(0x7FE00010, keep_deferred=True)
+        if not isinstance(raw, RawDataElement) or raw.value is not None:
+            return None
+    try:
+        if raw.length == 0xFFFFFFFF:
+            with path.open("rb") as fp:
+                return frames.encapsulated_index(fp, raw.value_tell, count)
+        if syntax == "1.2.840.10008.1.2.2":
+            return None  # big endian: frames are served after byte swapping
+        bits = _int(ds, "BitsAllocated") or 0
+        if bits % 8:
+            return None
+        size = (_int(ds, "Rows") or 0) * (_int(ds, "Columns") or 0) * (_int(ds, "SamplesPerPixel") or 1)
+        return frames.native_index(raw.value_tell, raw.length, size * bits // 8, count)
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("frame offsets of %s not computed: %s", path.name, exc)
+        return None

@@ -1,0 +1,14 @@
+"""The DICOMweb root: every PS3.18 transaction this server offers, mounted at /dicomweb."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from imagebridge.dicomweb import delete, qido, stow, wado
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/dicomweb")
+    for module in (qido, stow, wado, delete):
+        router.include_router(module.router)
+    return router

@@ -1,0 +1,194 @@
+"""STOW-RS: store instances (PS3.18 §10.5), streamed part by part into the ingest service."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from imagebridge import errors
+from imagebridge.dicomweb import multipart
+from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
+from imagebridge.services.ingest import Ingest, Stored
+from imagebridge.storage.base import Spool
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["STOW-RS"])
+
+# PS3.18 Table 10.5.3-2 / PS3.4 Annex B failure reasons
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_INSTANCE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+STUDY_MISMATCH = 0xA900
+
+
+@dataclass
+class Failure:
+    reason: int
+    comment: str
+    sop_class_uid: str = ""
+    sop_uid: str = ""
+
+
+@dataclass
+class Outcomes:
+    stored: list[Stored] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+
+def failure_reason(error: errors.ImageBridgeError) -> int:
+    if isinstance(error, errors.InstanceConflict):
+        return DUPLICATE_INSTANCE
+    if isinstance(error, errors.StudyMismatch):
+        return STUDY_MISMATCH
+    if isinstance(error, errors.StorageFailure):
+        return OUT_OF_RESOURCES
+    if isinstance(error, errors.InvalidInput):
+        return CANNOT_UNDERSTAND
+    return PROCESSING_FAILURE
+
+
+class _SpoolPart(multipart.PartWriter):
+    """One application/dicom part: spooled to disk as it arrives, stored when it ends."""
+
+    def __init__(self, ingest: Ingest, study_uid: str | None, outcomes: Outcomes, limit: int) -> None:
+        self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
+        self.spool: Spool = ingest.spool()
+
+    async def write(self, data: bytes) -> None:
+        if self.spool.size + len(data) > self.limit:
+            raise errors.InvalidInput(f"a part is larger than the configured maximum of {self.limit} bytes")
+        self.spool.write(data)
+
+    async def close(self) -> None:
+        try:
+            stored = await anyio.to_thread.run_sync(
+                lambda: self.ingest.store(self.spool, study_uid=self.study_uid)
+            )
+        except errors.ImageBridgeError as exc:
+            self.outcomes.failed.append(Failure(failure_reason(exc), exc.reason))
+            return
+        self.outcomes.stored.append(stored)
+
+    async def abort(self) -> None:
+        self.spool.discard()
+
+
+class _RefusedPart(multipart.PartWriter):
+    """A part we do not store (wrong media type); its body is read and dropped."""
+
+    def __init__(self, outcomes: Outcomes, comment: str) -> None:
+        self.outcomes, self.comment = outcomes, comment
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.outcomes.failed.append(Failure(CANNOT_UNDERSTAND, self.comment))
+
+    async def abort(self) -> None:
+        return None
+
+
+def _element(vr: str, value: Any) -> dict[str, Any]:
+    return {"vr": vr, "Value": [value]} if value not in (None, "") else {"vr": vr}
+
+
+def response_body(outcomes: Outcomes, base_url: str) -> dict[str, Any]:
+    """The Store Instances Response Module (PS3.18 Table 10.5.3-3) in DICOM JSON."""
+    body: dict[str, Any] = {}
+    studies = {s.study_uid for s in outcomes.stored}
+    if len(studies) == 1:
+        body["00081190"] = _element("UR", f"{base_url}/studies/{next(iter(studies))}")
+    if outcomes.failed:
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": _element("UI", f.sop_class_uid),
+                    "00081155": _element("UI", f.sop_uid),
+                    "00081197": _element("US", f.reason),
+                    "00000902": _element("LO", f.comment[:64]),
+                }
+                for f in outcomes.failed
+            ],
+        }
+    if outcomes.stored:
+        body["00081199"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": _element("UI", s.sop_class_uid),
+                    "00081155": _element("UI", s.sop_uid),
+                    "00081190": _element(
+                        "UR", f"{base_url}/studies/{s.study_uid}/series/{s.series_uid}/instances/{s.sop_uid}"
+                    ),
+                }
+                for s in outcomes.stored
+            ],
+        }
+    return body
+
+
+def status_of(outcomes: Outcomes) -> int:
+    """200 all stored, 202 some failed, 409 none stored (PS3.18 §10.5.3.1)."""
+    if not outcomes.failed:
+        return 200
+    return 202 if outcomes.stored else 409
+
+
+async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid: str | None) -> JSONResponse:
+    request_type = multipart.parse_request_type(request.headers.get("content-type"))
+    outcomes = Outcomes()
+    limit = archive.settings.max_upload_bytes
+
+    async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
+        media = (
+            headers.get("content-type", request_type.part_type or "application/dicom")
+            .split(";")[0]
+            .strip()
+            .lower()
+        )
+        if media != "application/dicom":
+            return _RefusedPart(outcomes, f"part of type {media} refused: only application/dicom is stored")
+        return _SpoolPart(archive.ingest, study_uid, outcomes, limit)
+
+    try:
+        parts = await multipart.read_parts(request.stream(), request_type.boundary, open_part)
+    except errors.InvalidInput as exc:
+        if not outcomes.stored:
+            raise
+        outcomes.failed.append(Failure(CANNOT_UNDERSTAND, exc.reason))
+        parts = len(outcomes.stored) + len(outcomes.failed)
+    if parts == 0:
+        raise errors.InvalidInput("the multipart body contains no parts")
+    status = status_of(outcomes)
+    headers = {}
+    if outcomes.failed:
+        summary = "; ".join(sorted({f.comment for f in outcomes.failed}))[:900]
+        headers["Warning"] = (
+            f'299 imagebridge "{len(outcomes.failed)} of {parts} instances not stored: {summary}"'
+        )
+    return JSONResponse(
+        response_body(outcomes, base_url),
+        status_code=status,
+        media_type="application/dicom+json",
+        headers=headers,
+    )
+
+
+@router.post("/studies", summary="Store instances")
+async def store_instances(request: Request, archive: ArchiveDep, base_url: BaseUrl) -> JSONResponse:
+    return await _store(request, archive, base_url, None)
+
+
+@router.post("/studies/{study}", summary="Store instances of one study")
+async def store_study_instances(
+    request: Request, archive: ArchiveDep, base_url: BaseUrl, study: str
+) -> JSONResponse:
+    return await _store(request, archive, base_url, study)

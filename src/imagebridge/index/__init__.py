@@ -1,0 +1,1 @@
+"""The SQL index (SQLAlchemy Core): what is stored, where, and how to find it."""

@@ -1,0 +1,311 @@
+"""Writes to the index: file an instance under patient, study and series, or remove it.
+
+Every write is one transaction. Races between concurrent writers are settled by
+the unique constraints: the loser of a race retries and then sees the winner's
+row. On SQLite a process-wide lock serialises writers so that none waits on
+the database's busy timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from imagebridge.dicom.matching import normalise_time
+from imagebridge.dicom.parse import ParsedInstance
+from imagebridge.errors import Conflict, InstanceConflict
+from imagebridge.index.schema import instances, patients, series, studies
+
+_RETRIES = 5
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    ALREADY_STORED = "already stored"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class Filed:
+    outcome: Outcome
+    replaced_blob: str | None = None
+
+
+@dataclass(frozen=True)
+class Removed:
+    instances: int
+    blob_keys: list[str]
+
+
+def person_name_search(name: str) -> str:
+    """The form person names are matched in: upper case (PS3.18 §8.3.4.6 case-insensitive)."""
+    return name.upper()
+
+
+class Catalog:
+    """The write side of the index."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        if self._lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    def stored_blob(self, sop_uid: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(instances.c.blob_key).where(instances.c.sop_uid == sop_uid))
+
+    def file(self, parsed: ParsedInstance, blob_key: str, size: int, *, replace: bool = False) -> Filed:
+        """Index one stored instance; idempotent for identical bytes."""
+        for attempt in range(_RETRIES):
+            try:
+                with self._writing() as conn:
+                    return _file(conn, parsed, blob_key, size, replace)
+            except IntegrityError:
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def remove(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Removed:
+        """Remove a study, a series or an instance; returns the blobs no longer referenced."""
+        with self._writing() as conn:
+            query = (
+                select(instances.c.pk, instances.c.blob_key, series.c.pk.label("series_pk"))
+                .join(series, instances.c.series_pk == series.c.pk)
+                .join(studies, series.c.study_pk == studies.c.pk)
+                .where(studies.c.study_uid == study_uid)
+            )
+            if series_uid is not None:
+                query = query.where(series.c.series_uid == series_uid)
+            if sop_uid is not None:
+                query = query.where(instances.c.sop_uid == sop_uid)
+            rows = conn.execute(query).all()
+            for row in rows:
+                conn.execute(delete(instances).where(instances.c.pk == row.pk))
+            _prune(conn, study_uid)
+            return Removed(len(rows), [row.blob_key for row in rows])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _file(conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace: bool) -> Filed:
+    existing = conn.execute(
+        select(instances.c.pk, instances.c.blob_key, instances.c.series_pk).where(
+            instances.c.sop_uid == p.sop_uid
+        )
+    ).first()
+    if existing is not None and existing.blob_key == blob_key:
+        return Filed(Outcome.ALREADY_STORED)
+    if existing is not None and not replace:
+        raise InstanceConflict(
+            f"a different object is already stored as SOP Instance {p.sop_uid}; "
+            "it was kept unchanged (set replace_on_conflict to replace it)"
+        )
+    patient_pk = _patient(conn, p)
+    study = _study(conn, p, patient_pk)
+    series_pk = _series(conn, p, study)
+    values = _instance_values(p, blob_key, size, series_pk)
+    if existing is not None:
+        conn.execute(update(instances).where(instances.c.pk == existing.pk).values(**values))
+        _count_moved_instance(conn, existing.series_pk, series_pk)
+        return Filed(Outcome.REPLACED, replaced_blob=existing.blob_key)
+    conn.execute(insert(instances).values(**values, created_at=_now()))
+    _bump(conn, series_pk, study.pk, +1)
+    return Filed(Outcome.STORED)
+
+
+def _patient(conn: Connection, p: ParsedInstance) -> int:
+    key = (patients.c.patient_id == p.patient_id) & (patients.c.issuer == p.issuer_of_patient_id)
+    pk = conn.scalar(select(patients.c.pk).where(key))
+    if pk is not None:
+        return int(pk)
+    return int(
+        conn.execute(
+            insert(patients)
+            .values(
+                patient_id=p.patient_id,
+                issuer=p.issuer_of_patient_id,
+                name=p.patient_name,
+                name_search=person_name_search(p.patient_name),
+                birth_date=p.patient_birth_date,
+                sex=p.patient_sex,
+                attrs=p.patient_json,
+                created_at=_now(),
+            )
+            .returning(patients.c.pk)
+        ).scalar_one()
+    )
+
+
+def _study(conn: Connection, p: ParsedInstance, patient_pk: int) -> Row:
+    row = conn.execute(
+        select(studies.c.pk, studies.c.patient_pk).where(studies.c.study_uid == p.study_uid)
+    ).first()
+    if row is not None:
+        if row.patient_pk != patient_pk:
+            owner = conn.execute(
+                select(patients.c.patient_id, patients.c.issuer).where(patients.c.pk == row.patient_pk)
+            ).one()
+            raise Conflict(
+                f"study {p.study_uid} is filed under patient '{owner.patient_id}' (issuer '{owner.issuer}'); "
+                f"this instance names patient '{p.patient_id}' (issuer '{p.issuer_of_patient_id}')"
+            )
+        return row
+    now = _now()
+    conn.execute(
+        insert(studies).values(
+            study_uid=p.study_uid,
+            patient_pk=patient_pk,
+            study_date=p.study_date,
+            study_time=normalise_time(p.study_time),
+            accession_number=p.accession_number,
+            description=p.study_description,
+            referring_physician=p.referring_physician,
+            referring_search=person_name_search(p.referring_physician),
+            study_id=p.study_id,
+            modalities="",
+            num_series=0,
+            num_instances=0,
+            attrs=p.study_json,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return conn.execute(
+        select(studies.c.pk, studies.c.patient_pk).where(studies.c.study_uid == p.study_uid)
+    ).one()
+
+
+def _series(conn: Connection, p: ParsedInstance, study: Row) -> int:
+    row = conn.execute(
+        select(series.c.pk, series.c.study_pk).where(series.c.series_uid == p.series_uid)
+    ).first()
+    if row is not None:
+        if row.study_pk != study.pk:
+            raise Conflict(f"series {p.series_uid} already belongs to another study than {p.study_uid}")
+        return int(row.pk)
+    # Lock the study row so that concurrent new series see each other's modality.
+    conn.execute(select(studies.c.pk).where(studies.c.pk == study.pk).with_for_update()).one()
+    now = _now()
+    pk = conn.execute(
+        insert(series)
+        .values(
+            series_uid=p.series_uid,
+            study_pk=study.pk,
+            modality=p.modality,
+            series_number=p.series_number,
+            description=p.series_description,
+            performed_date=p.performed_start_date,
+            performed_time=normalise_time(p.performed_start_time),
+            num_instances=0,
+            attrs=p.series_json,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(series.c.pk)
+    ).scalar_one()
+    modalities = conn.scalars(select(series.c.modality).where(series.c.study_pk == study.pk).distinct()).all()
+    conn.execute(
+        update(studies)
+        .where(studies.c.pk == study.pk)
+        .values(modalities="\\".join(sorted(m for m in modalities if m)), num_series=studies.c.num_series + 1)
+    )
+    return int(pk)
+
+
+def _instance_values(p: ParsedInstance, blob_key: str, size: int, series_pk: int) -> dict[str, object]:
+    return {
+        "sop_uid": p.sop_uid,
+        "series_pk": series_pk,
+        "sop_class_uid": p.sop_class_uid,
+        "instance_number": p.instance_number,
+        "transfer_syntax": p.transfer_syntax,
+        "blob_key": blob_key,
+        "size": size,
+        "rows": p.rows,
+        "columns": p.columns,
+        "number_of_frames": p.number_of_frames,
+        "metadata": p.metadata_json,
+        "frame_index": json.dumps(p.frame_index.to_json()) if p.frame_index else None,
+    }
+
+
+def _bump(conn: Connection, series_pk: int, study_pk: int, delta: int) -> None:
+    now = _now()
+    conn.execute(
+        update(series)
+        .where(series.c.pk == series_pk)
+        .values(num_instances=series.c.num_instances + delta, updated_at=now)
+    )
+    conn.execute(
+        update(studies)
+        .where(studies.c.pk == study_pk)
+        .values(num_instances=studies.c.num_instances + delta, updated_at=now)
+    )
+
+
+def _count_moved_instance(conn: Connection, old_series_pk: int, new_series_pk: int) -> None:
+    if old_series_pk == new_series_pk:
+        study_pk = conn.scalar(select(series.c.study_pk).where(series.c.pk == new_series_pk))
+        _bump(conn, new_series_pk, int(study_pk or 0), 0)
+        return
+    for pk, delta in ((old_series_pk, -1), (new_series_pk, +1)):
+        study_pk = conn.scalar(select(series.c.study_pk).where(series.c.pk == pk))
+        _bump(conn, pk, int(study_pk or 0), delta)
+
+
+def _prune(conn: Connection, study_uid: str) -> None:
+    """Recount a study after removals and drop series, study and patient left empty."""
+    study = conn.execute(
+        select(studies.c.pk, studies.c.patient_pk).where(studies.c.study_uid == study_uid)
+    ).first()
+    if study is None:
+        return
+    count = select(func.count()).where(instances.c.series_pk == series.c.pk).scalar_subquery()
+    for row in conn.execute(select(series.c.pk, count.label("n")).where(series.c.study_pk == study.pk)).all():
+        if not row.n:
+            conn.execute(delete(series).where(series.c.pk == row.pk))
+        else:
+            conn.execute(
+                update(series).where(series.c.pk == row.pk).values(num_instances=row.n, updated_at=_now())
+            )
+    remaining = conn.execute(
+        select(func.count(), func.coalesce(func.sum(series.c.num_instances), 0)).where(
+            series.c.study_pk == study.pk
+        )
+    ).one()
+    if remaining[0] == 0:
+        conn.execute(delete(studies).where(studies.c.pk == study.pk))
+        if not conn.scalar(
+            select(func.count()).select_from(studies).where(studies.c.patient_pk == study.patient_pk)
+        ):
+            conn.execute(delete(patients).where(patients.c.pk == study.patient_pk))
+        return
+    modalities = conn.scalars(select(series.c.modality).where(series.c.study_pk == study.pk).distinct()).all()
+    conn.execute(
+        update(studies)
+        .where(studies.c.pk == study.pk)
+        .values(
+            num_series=remaining[0],
+            num_instances=remaining[1],
+            modalities="\\".join(sorted(m for m in modalities if m)),
+            updated_at=_now(),
+        )
+    )

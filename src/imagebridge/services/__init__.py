@@ -1,0 +1,1 @@
+"""Use cases: ingest, query, retrieve, delete, render. No HTTP, no DIMSE here."""

@@ -1,0 +1,102 @@
+"""Ingest: the one path every instance takes into the archive (STOW-RS, C-STORE, import).
+
+Order of events, so that the index never points at bytes that are not durable:
+spool (hash as bytes arrive) → parse → decide → fsync + rename into the blob
+store → commit the index row. A failure before the commit leaves no index row;
+a blob written for a refused or lost race is removed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from imagebridge.dicom.parse import ParsedInstance, parse_file
+from imagebridge.errors import InstanceConflict, StudyMismatch
+from imagebridge.index.catalog import Catalog, Outcome
+from imagebridge.storage.base import BlobStore, Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What happened to one instance that was accepted."""
+
+    sop_class_uid: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    outcome: Outcome
+    transfer_syntax: str
+
+
+class Ingest:
+    def __init__(
+        self, blobs: BlobStore, catalog: Catalog, *, replace: bool = False, bulk_threshold: int = 1024
+    ):
+        self.blobs = blobs
+        self.catalog = catalog
+        self.replace = replace
+        self.bulk_threshold = bulk_threshold
+
+    def spool(self) -> Spool:
+        return self.blobs.spool()
+
+    def store(self, spool: Spool, *, study_uid: str | None = None) -> Stored:
+        """Store the spooled object; the spool is consumed whatever happens."""
+        try:
+            spool.flush()
+            parsed = parse_file(spool.path, bulk_threshold=self.bulk_threshold)
+            if study_uid is not None and parsed.study_uid != study_uid:
+                raise StudyMismatch(
+                    f"the instance belongs to study {parsed.study_uid}, not to study {study_uid} named in the request"
+                )
+            existing = self.catalog.stored_blob(parsed.sop_uid)
+            if existing == spool.digest:
+                return _stored(parsed, Outcome.ALREADY_STORED)
+            if existing is not None and not self.replace:
+                raise InstanceConflict(
+                    f"a different object is already stored as SOP Instance {parsed.sop_uid}; "
+                    "the stored one was kept unchanged"
+                )
+            return self._commit(spool, parsed)
+        finally:
+            spool.discard()
+
+    def store_stream(self, source: BinaryIO, *, study_uid: str | None = None) -> Stored:
+        spool = self.spool()
+        shutil.copyfileobj(source, spool, 1024 * 1024)
+        return self.store(spool, study_uid=study_uid)
+
+    def store_file(self, path: Path, *, study_uid: str | None = None) -> Stored:
+        with path.open("rb") as source:
+            return self.store_stream(source, study_uid=study_uid)
+
+    def _commit(self, spool: Spool, parsed: ParsedInstance) -> Stored:
+        size = spool.size
+        key = self.blobs.put(spool)
+        try:
+            filed = self.catalog.file(parsed, key, size, replace=self.replace)
+        except BaseException:
+            if self.catalog.stored_blob(parsed.sop_uid) != key:
+                self.blobs.delete(key)
+            raise
+        if filed.replaced_blob and filed.replaced_blob != key:
+            self.blobs.delete(filed.replaced_blob)
+        log.info("%s %s (study %s)", filed.outcome.value, parsed.sop_uid, parsed.study_uid)
+        return _stored(parsed, filed.outcome)
+
+
+def _stored(parsed: ParsedInstance, outcome: Outcome) -> Stored:
+    return Stored(
+        sop_class_uid=parsed.sop_class_uid,
+        sop_uid=parsed.sop_uid,
+        study_uid=parsed.study_uid,
+        series_uid=parsed.series_uid,
+        outcome=outcome,
+        transfer_syntax=parsed.transfer_syntax,
+    )

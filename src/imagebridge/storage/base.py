@@ -1,0 +1,86 @@
+"""The blob store interface and the spool that received bytes land in first."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobStore(Protocol):
+    """Content-addressed storage of instance files; keys are SHA-256 hex digests."""
+
+    def spool(self) -> Spool:
+        """A new spool in the store's own temporary area."""
+
+    def put(self, spool: Spool) -> str:
+        """Make the spooled bytes durable under their digest; returns the key."""
+
+    def open(self, key: str) -> BinaryIO:
+        """A binary file object positioned at the start of the blob."""
+
+    def path(self, key: str) -> Path | None:
+        """A local path to the blob, when the store has one (fast paths use it)."""
+
+    def size(self, key: str) -> int: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; removing an absent blob is not an error."""
+
+    def keys(self) -> Iterator[str]: ...
+
+
+class Spool:
+    """A temporary file that received bytes are written to, hashing as they arrive.
+
+    Created in the store's own temporary directory so that making it durable is
+    a rename on the same file system (atomic: readers see all of it or none).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, suffix=".part")
+        self.path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def flush(self) -> None:
+        """Make the bytes readable through ``path`` (not yet durable)."""
+        if not self._closed:
+            self._file.flush()
+
+    def finish(self) -> None:
+        """Flush and fsync, so that a later rename publishes complete bytes."""
+        if not self._closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._closed = True
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()

@@ -1,0 +1,1 @@
+"""HTTP composition: the FastAPI application with every surface mounted."""

@@ -1,0 +1,64 @@
+"""Build the ASGI application from an Archive (composition only; no logic lives here)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from imagebridge import __version__
+from imagebridge.dicomweb import errors as http_errors
+from imagebridge.dicomweb.router import build_router
+from imagebridge.services.archive import Archive
+
+
+def create_app(archive: Archive) -> FastAPI:
+    app = FastAPI(
+        title="imagebridge",
+        version=__version__,
+        summary="DICOMweb archive: STOW-RS, QIDO-RS, WADO-RS",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.archive = archive
+    http_errors.install(app)
+    if archive.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=archive.settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "If-None-Match", "Range"],
+            expose_headers=["ETag", "Warning", "Content-Location", "Content-Range"],
+        )
+    app.include_router(build_router())
+    _health_routes(app, archive)
+    return app
+
+
+def _health_routes(app: FastAPI, archive: Archive) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        try:
+            with archive.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse(
+                {"ready": False, "error": f"index unreachable: {type(exc).__name__}"}, status_code=503
+            )
+        return JSONResponse({"ready": True})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return JSONResponse(
+            {
+                "service": "imagebridge",
+                "version": __version__,
+                "dicomweb": "/dicomweb",
+                "api_docs": "/docs",
+            }
+        )

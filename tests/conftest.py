@@ -1,0 +1,72 @@
+"""Shared fixtures: real servers on 127.0.0.1 port 0, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from imagebridge.config import Settings
+from imagebridge.services.archive import Archive, open_archive
+from imagebridge.web.app import create_app
+from imagebridge.web.server import BackgroundServer
+
+PG_ADMIN_URL = os.environ.get("IMAGEBRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_pydicom() -> None:
+    # pydicom warns about odd values in its own deliberately odd sample files.
+    warnings.filterwarnings("ignore", module="pydicom")
+
+
+def _temporary_pg_database() -> Iterator[str]:
+    name = f"ib_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    else:
+        yield from _temporary_pg_database()
+
+
+def make_archive(tmp_path: Path, database_url: str, **settings: object) -> Archive:
+    return open_archive(Settings(data_dir=tmp_path / "data", database_url=database_url, **settings))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def archive(tmp_path: Path, database_url: str) -> Iterator[Archive]:
+    archive = make_archive(tmp_path, database_url)
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def server(archive: Archive) -> Iterator[BackgroundServer]:
+    """A real HTTP server on 127.0.0.1, port 0, over ``archive``."""
+    running = BackgroundServer(create_app(archive)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def dicomweb_url(server: BackgroundServer) -> str:
+    return f"{server.url}/dicomweb"
