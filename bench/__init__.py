@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of imagebridge and Debian's Orthanc (``python -m bench.run``)."""

@@ -1,0 +1,158 @@
+"""The DICOMweb workloads. Each takes one server and returns named numbers (or raises).
+
+The same function runs against both servers with the same data, UIDs and random frame numbers, so
+their numbers compare directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+
+from bench import dicomweb, synth
+from bench.measure import Budget, median, percentile, timed, timed_prepared
+from bench.memory import RssSampler
+from bench.servers import Server
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Study:
+    """The UIDs a read workload needs, and how many instances/bytes the study has."""
+
+    study_uid: str
+    series_uid: str
+    sop_uids: tuple[str, ...]
+    total_bytes: int
+
+    @classmethod
+    def of(cls, files: synth.StudyFiles) -> Study:
+        return cls(files.study_uid, files.series_uid, files.sop_uids, files.total_bytes)
+
+    def series_url(self, root: str) -> str:
+        return f"{root}/studies/{self.study_uid}/series/{self.series_uid}"
+
+    def instance_url(self, root: str, index: int) -> str:
+        return f"{self.series_url(root)}/instances/{self.sop_uids[index]}"
+
+
+def latency_stats(durations: list[float]) -> dict[str, float]:
+    ms = [d * 1000 for d in durations]
+    return {"p50": percentile(ms, 50), "p95": percentile(ms, 95), "n": float(len(ms))}
+
+
+def load(server: Server, files: synth.StudyFiles, batch: int, clients: int) -> None:
+    """Store a cached study as it is (setup, untimed), reading its files in the workers."""
+    paths = files.files
+    batches = [dicomweb.StowBatch(paths=paths[i : i + batch]) for i in range(0, len(paths), batch)]
+    dicomweb.stow_concurrently(server.web_root, batches, clients)
+
+
+def stow_study(
+    server: Server, ct: synth.StudyFiles, clients: int, batch: int, budget: Budget, first_tag: int
+) -> dict[str, float]:
+    """STOW-RS of the whole CT, each repetition with fresh UIDs (``first_tag + i``)."""
+
+    def prepare(i: int) -> list[dicomweb.StowBatch]:
+        _, parts = synth.retag_study(ct, first_tag + i)
+        return [dicomweb.StowBatch(parts=chunk) for chunk in synth.batched(parts, batch)]
+
+    durations = timed_prepared(
+        prepare, lambda b: dicomweb.stow_concurrently(server.web_root, b, clients), budget
+    )
+    seconds = median(durations)
+    return {
+        "inst/s": len(ct.files) / seconds,
+        "MB/s": ct.total_bytes / MB / seconds,
+        "n": float(len(durations)),
+    }
+
+
+def wado_study(server: Server, study: Study, budget: Budget) -> dict[str, float]:
+    """Full-study WADO-RS, stored bytes (``transfer-syntax=*``), streamed and counted."""
+    url = f"{server.web_root}/studies/{study.study_uid}"
+    received: list[int] = []
+    with dicomweb.client() as http:
+        durations = timed(
+            lambda _: received.append(dicomweb.get_streamed(http, url, dicomweb.ACCEPT_DICOM)), budget
+        )
+    if min(received) < study.total_bytes:
+        raise dicomweb.RequestFailed(
+            f"study response had {min(received)} bytes, expected ≥{study.total_bytes}"
+        )
+    return {"MB/s": received[-1] / MB / median(durations), "n": float(len(durations))}
+
+
+def series_metadata(server: Server, study: Study, budget: Budget) -> dict[str, float]:
+    url = f"{study.series_url(server.web_root)}/metadata"
+    with dicomweb.client() as http:
+        count = len(json.loads(dicomweb.get(http, url, dicomweb.ACCEPT_JSON)))
+        if count != len(study.sop_uids):
+            raise dicomweb.RequestFailed(f"metadata listed {count} of {len(study.sop_uids)} instances")
+        return latency_stats(timed(lambda _: dicomweb.get(http, url, dicomweb.ACCEPT_JSON), budget))
+
+
+def single_frame(server: Server, study: Study, frames: int, budget: Budget, seed: int) -> dict[str, float]:
+    """One random frame (same sequence on both servers) of the multi-frame instance."""
+    numbers = random.Random(seed)
+    frame_bytes = synth.SIZE * synth.SIZE * 2
+    base = f"{study.instance_url(server.web_root, 0)}/frames"
+
+    def fetch(_: int) -> None:
+        body = dicomweb.get(http, f"{base}/{numbers.randint(1, frames)}", dicomweb.ACCEPT_FRAMES)
+        if len(body) < frame_bytes:
+            raise dicomweb.RequestFailed(f"frame response has {len(body)} bytes, expected ≥{frame_bytes}")
+
+    with dicomweb.client() as http:
+        return latency_stats(timed(fetch, budget))
+
+
+def rendered(server: Server, study: Study, budget: Budget) -> dict[str, float]:
+    """A rendered JPEG of the middle CT slice."""
+    url = f"{study.instance_url(server.web_root, len(study.sop_uids) // 2)}/rendered"
+
+    def fetch(_: int) -> None:
+        if not dicomweb.get(http, url, dicomweb.ACCEPT_JPEG).startswith(b"\xff\xd8"):
+            raise dicomweb.RequestFailed("rendered response is not a JPEG")
+
+    with dicomweb.client() as http:
+        return latency_stats(timed(fetch, budget))
+
+
+def qido_query(server: Server, params: dict[str, str], expected: int, budget: Budget) -> dict[str, float]:
+    """Latency of one study-level QIDO-RS query; the first answer must have ``expected`` studies."""
+    url = f"{server.web_root}/studies"
+    with dicomweb.client() as http:
+        found = len(dicomweb.qido(http, url, params))
+        if found != expected:
+            raise dicomweb.RequestFailed(f"found {found} studies, expected {expected}")
+        return latency_stats(timed(lambda _: dicomweb.qido(http, url, params), budget))
+
+
+def load_tiny(
+    server: Server, parts: list[bytes], batch: int, clients: int, max_seconds: float
+) -> dict[str, float]:
+    """Concurrent STOW-RS of many tiny instances in multi-instance batches (QIDO setup)."""
+    batches = [dicomweb.StowBatch(parts=chunk) for chunk in synth.batched(parts, batch)]
+    start = time.perf_counter()
+    dicomweb.stow_concurrently(server.web_root, batches, clients, max_seconds)
+    return {"inst/s": len(parts) / (time.perf_counter() - start)}
+
+
+def retrieve_with_memory(server: Server, study: Study, max_seconds: float) -> dict[str, float]:
+    """Peak summed RSS of the server's process tree while one client streams the whole study."""
+    url = f"{server.web_root}/studies/{study.study_uid}"
+    with dicomweb.client() as http, RssSampler(server.pid, max_seconds) as sampler:
+        start = time.perf_counter()
+        received = dicomweb.get_streamed(http, url, dicomweb.ACCEPT_DICOM)
+        seconds = time.perf_counter() - start
+    if received < study.total_bytes:
+        raise dicomweb.RequestFailed(f"study response had {received} bytes, expected ≥{study.total_bytes}")
+    return {
+        "peak MB": sampler.peak / MB,
+        "baseline MB": sampler.baseline / MB,
+        "MB/s": received / MB / seconds,
+    }
