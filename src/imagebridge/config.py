@@ -10,8 +10,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DicomPeerSetting(BaseModel):
+    """A remote AE named in the settings file (``[dicom_peers.NAME]``), alongside ``imagebridge peer add``."""
+
+    model_config = {"extra": "forbid"}
+
+    aet: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
 
 
 class Settings(BaseSettings):
@@ -31,6 +42,21 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     ae_title: str = "IMAGEBRIDGE"
     dicom_enabled: bool = True
+    dicom_peers: dict[str, DicomPeerSetting] = Field(
+        default_factory=dict, description="Remote AEs by name, in addition to those in the index."
+    )
+    allow_any_caller: bool = Field(
+        default=False, description="Accept associations from AE titles that are not configured peers."
+    )
+    dicom_tls_port: int | None = Field(default=None, description="Also listen with DICOM TLS on this port.")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = Field(default=None, description="CA bundle that peers' certificates must chain to.")
+    dicom_max_associations: int = 32
+    dicom_acse_timeout: float = 30.0
+    dicom_dimse_timeout: float = 60.0
+    dicom_network_timeout: float = 60.0
+    dicom_max_find_results: int = 10000
     replace_on_conflict: bool = Field(
         default=False,
         description="Store a different object under an existing SOP Instance UID by replacing it.",
