@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -100,3 +101,16 @@ instances = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index(None, "series_pk", "instance_number"),
 )
+
+peers = Table(
+    "peers",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("ae_title", String(16), nullable=False, index=True),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""Remote DICOM application entities (PS3.8 §7.1) known by name: callers allowed in, C-MOVE destinations."""
