@@ -54,7 +54,12 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log lines to stderr; pydicom's warnings about odd values go to the log, at INFO."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.INFO if verbose else logging.ERROR)
+    for noisy in ("pydicom", "imagebridge.dicom.dicomjson"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)

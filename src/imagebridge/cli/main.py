@@ -85,8 +85,10 @@ def import_(
     database_url: DatabaseUrl = None,
     config: ConfigFile = None,
     show_skipped: Annotated[bool, typer.Option("--show-skipped", help="List every skipped file.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
 ) -> None:
     """Load DICOM files into the archive, with a progress bar and a closing summary."""
+    common.setup_logging(verbose)
     settings = common.settings(config, data_dir=data_dir, database_url=database_url)
     archive = _open(settings)
     summary = importer.Summary()

@@ -83,18 +83,18 @@ def _zip_members(path: Path, skipped: list[tuple[str, str]]) -> Iterator[Candida
     except (zipfile.BadZipFile, OSError) as exc:
         skipped.append((str(path), f"damaged zip archive: {exc}"))
         return
-    with archive:
-        for info in archive.infolist():
-            name = f"{path}!{info.filename}"
-            if info.is_dir():
-                continue
-            if (
-                info.file_size > MAX_MEMBER_BYTES
-                or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024**2
-            ):
-                skipped.append((name, "refused: inflates far beyond its compressed size (zip bomb?)"))
-                continue
-            yield Candidate(name, info.file_size, functools.partial(archive.open, info))  # type: ignore[arg-type]
+    # The archive stays open while its members are imported (they may be listed first).
+    for info in archive.infolist():
+        name = f"{path}!{info.filename}"
+        if info.is_dir():
+            continue
+        if (
+            info.file_size > MAX_MEMBER_BYTES
+            or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024**2
+        ):
+            skipped.append((name, "refused: inflates far beyond its compressed size (zip bomb?)"))
+            continue
+        yield Candidate(name, info.file_size, functools.partial(archive.open, info))  # type: ignore[arg-type]
 
 
 def looks_like_dicom(head: bytes) -> bool:

@@ -1,0 +1,67 @@
+"""`imagebridge serve` and `db upgrade` as a user starts them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.cli.test_import import CLI, run_cli
+
+
+def test_serve_on_port_zero_prints_urls_and_answers(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert process.stdout is not None
+        deadline, url = time.monotonic() + 60, None
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if match := re.search(r"DICOMweb root\s+(http://127\.0\.0\.1:\d+)/dicomweb", line):
+                url = match.group(1)
+        assert url, "serve did not print its DICOMweb root"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert httpx.get(f"{url}/readyz").json() == {"ready": True}
+        assert httpx.get(f"{url}/dicomweb/studies").json() == []
+        assert httpx.get(f"{url}/docs").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_db_upgrade_on_postgresql(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("db", "upgrade", "--data-dir", str(tmp_path), "--database-url", database_url)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"index schema at revision \w+", result.stdout)
+
+
+def test_bad_settings_are_reported_plainly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "IMAGEBRIDGE_AE_TITLE": "A_TITLE_THAT_IS_FAR_TOO_LONG",
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+        },
+    )
+    assert result.returncode == 2
+    assert "invalid settings" in result.stderr and "AE title" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sys.executable

@@ -1,0 +1,180 @@
+"""Storage you can trust: byte-for-byte, atomic, idempotent, never an index row without its blob."""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from imagebridge.errors import Conflict, InstanceConflict, MissingAttribute, NotDicom, StudyMismatch
+from imagebridge.index.catalog import Outcome
+from imagebridge.index.lookup import Target
+from imagebridge.index.schema import instances, patients, studies
+from imagebridge.services import delete
+from imagebridge.services.archive import Archive
+from tests.conftest import make_archive
+from tests.samples import sample
+
+
+def _bytes_of(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _store_bytes(archive: Archive, data: bytes, **kwargs: object) -> object:
+    return archive.ingest.store_stream(io.BytesIO(data), **kwargs)  # type: ignore[arg-type]
+
+
+def _count(archive: Archive, table: object) -> int:
+    with archive.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)  # type: ignore[arg-type]
+
+
+def _blob_files(archive: Archive) -> list[Path]:
+    return sorted(archive.blobs.root.glob("??/??/*.dcm"))
+
+
+def test_stored_bytes_are_the_received_bytes(archive: Archive) -> None:
+    original = sample("JPEG2000.dcm").read_bytes()
+    stored = _store_bytes(archive, original)
+    [instance] = archive.lookup.instances(Target(stored.study_uid))  # type: ignore[attr-defined]
+    with archive.blobs.open(instance.blob_key) as fh:
+        assert fh.read() == original
+    assert instance.transfer_syntax == "1.2.840.10008.1.2.4.91"
+    assert not list(archive.blobs.tmp.iterdir()), "the spool must not leave files behind"
+
+
+def test_identical_instance_again_changes_nothing(archive: Archive) -> None:
+    data = sample("CT_small.dcm").read_bytes()
+    first = _store_bytes(archive, data)
+    blobs_before = _blob_files(archive)
+    again = _store_bytes(archive, data)
+    assert first.outcome is Outcome.STORED  # type: ignore[attr-defined]
+    assert again.outcome is Outcome.ALREADY_STORED  # type: ignore[attr-defined]
+    assert _blob_files(archive) == blobs_before
+    assert _count(archive, instances) == 1
+
+
+def test_different_object_under_same_uid_is_refused_and_original_kept(archive: Archive) -> None:
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    original = _bytes_of(ds)
+    _store_bytes(archive, original)
+    ds.PatientName = "Someone^Else"
+    with pytest.raises(InstanceConflict, match="already stored"):
+        _store_bytes(archive, _bytes_of(ds))
+    [instance] = archive.lookup.instances(Target(ds.StudyInstanceUID))
+    with archive.blobs.open(instance.blob_key) as fh:
+        assert fh.read() == original
+    assert len(_blob_files(archive)) == 1
+
+
+def test_replace_setting_replaces_and_removes_old_blob(tmp_path: Path, database_url: str) -> None:
+    archive = make_archive(tmp_path, database_url, replace_on_conflict=True)
+    try:
+        ds = pydicom.dcmread(sample("CT_small.dcm"))
+        _store_bytes(archive, _bytes_of(ds))
+        ds.SeriesDescription = "corrected"
+        newer = _bytes_of(ds)
+        result = _store_bytes(archive, newer)
+        assert result.outcome is Outcome.REPLACED  # type: ignore[attr-defined]
+        [instance] = archive.lookup.instances(Target(ds.StudyInstanceUID))
+        with archive.blobs.open(instance.blob_key) as fh:
+            assert fh.read() == newer
+        assert len(_blob_files(archive)) == 1
+        assert _count(archive, instances) == 1
+    finally:
+        archive.close()
+
+
+def test_patients_are_keyed_by_id_and_issuer(archive: Archive) -> None:
+    for issuer in ("HOSPITAL_A", "HOSPITAL_B"):
+        ds = pydicom.dcmread(sample("CT_small.dcm"))
+        ds.IssuerOfPatientID = issuer
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+            generate_uid(),
+            generate_uid(),
+            generate_uid(),
+        )
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        _store_bytes(archive, _bytes_of(ds))
+    with archive.engine.connect() as conn:
+        rows = conn.execute(
+            select(patients.c.patient_id, patients.c.issuer).order_by(patients.c.issuer)
+        ).all()
+    assert [tuple(r) for r in rows] == [("1CT1", "HOSPITAL_A"), ("1CT1", "HOSPITAL_B")]
+
+
+def test_instance_naming_another_patient_for_a_known_study_is_refused(archive: Archive) -> None:
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    _store_bytes(archive, _bytes_of(ds))
+    ds.PatientID = "SOMEONE-ELSE"
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    with pytest.raises(Conflict, match="filed under patient"):
+        _store_bytes(archive, _bytes_of(ds))
+    assert _count(archive, instances) == 1
+
+
+def test_study_named_by_the_caller_must_match(archive: Archive) -> None:
+    with pytest.raises(StudyMismatch, match="not to study 1.2.3"):
+        _store_bytes(archive, sample("CT_small.dcm").read_bytes(), study_uid="1.2.3")
+    assert _count(archive, instances) == 0
+    assert not _blob_files(archive)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("no_meta.dcm", NotDicom), ("README.txt", NotDicom), ("JPEGLSNearLossless_08.dcm", MissingAttribute)],
+)
+def test_unusable_input_leaves_nothing_behind(archive: Archive, name: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _store_bytes(archive, sample(name).read_bytes())
+    assert _count(archive, instances) == 0
+    assert not _blob_files(archive)
+    assert not list(archive.blobs.tmp.iterdir())
+
+
+def test_failure_while_indexing_removes_the_new_blob(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("index went away")
+
+    monkeypatch.setattr(archive.catalog, "file", crash)
+    with pytest.raises(RuntimeError):
+        _store_bytes(archive, sample("CT_small.dcm").read_bytes())
+    assert not _blob_files(archive), "no blob may outlive a failed index commit"
+    assert _count(archive, instances) == 0
+
+
+def test_index_rows_always_point_at_existing_blobs(archive: Archive) -> None:
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "examples_ybr_color.dcm"):
+        _store_bytes(archive, sample(name).read_bytes())
+    with archive.engine.connect() as conn:
+        keys = conn.scalars(select(instances.c.blob_key)).all()
+    assert keys and all(archive.blobs.exists(k) for k in keys)
+
+
+def test_delete_removes_rows_then_blobs_and_recounts(archive: Archive) -> None:
+    ct = pydicom.dcmread(sample("CT_small.dcm"))
+    _store_bytes(archive, _bytes_of(ct))
+    second = copy.deepcopy(ct)
+    second.SeriesInstanceUID, second.SOPInstanceUID, second.Modality = generate_uid(), generate_uid(), "MR"
+    second.file_meta.MediaStorageSOPInstanceUID = second.SOPInstanceUID
+    _store_bytes(archive, _bytes_of(second))
+    assert (
+        delete.delete(Target(ct.StudyInstanceUID, ct.SeriesInstanceUID), archive.catalog, archive.blobs) == 1
+    )
+    with archive.engine.connect() as conn:
+        study = conn.execute(select(studies)).one()
+    assert (study.num_series, study.num_instances, study.modalities) == (1, 1, "MR")
+    assert len(_blob_files(archive)) == 1
+    delete.delete(Target(ct.StudyInstanceUID), archive.catalog, archive.blobs)
+    assert _count(archive, studies) == 0 and _count(archive, patients) == 0
+    assert not _blob_files(archive)
