@@ -122,7 +122,7 @@ def test_instance_naming_another_patient_for_a_known_study_is_refused(archive: A
 
 
 def test_study_named_by_the_caller_must_match(archive: Archive) -> None:
-    with pytest.raises(StudyMismatch, match="not to study 1.2.3"):
+    with pytest.raises(StudyMismatch, match=r"not to study 1\.2\.3"):
         _store_bytes(archive, sample("CT_small.dcm").read_bytes(), study_uid="1.2.3")
     assert _count(archive, instances) == 0
     assert not _blob_files(archive)
