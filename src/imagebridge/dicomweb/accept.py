@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pydicom.uid import UID
+
+from imagebridge.dicom import syntaxes
 from imagebridge.errors import NotAcceptable
 
 
@@ -128,3 +131,88 @@ def _show(media_range: MediaRange) -> str:
     if media_range.is_multipart:
         return f"multipart/related; type={media_range.inner}"
     return media_range.type
+
+
+OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class PixelChoice:
+    """How to send frames (or encapsulated pixel data): each part's media type and transfer
+    syntax, and whether the stored frames must be decoded to native little endian first."""
+
+    multipart: bool
+    media_type: str
+    transfer_syntax: str
+    decode: bool
+
+    @property
+    def part_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
+
+
+def choose_pixels(
+    ranges: Sequence[MediaRange], stored_syntax: str, *, single_ok: bool = False
+) -> PixelChoice:
+    """The best way to send frames stored in ``stored_syntax`` (PS3.18 §8.7.3.5, Table 8.7.3-5).
+
+    ``application/octet-stream`` without a transfer-syntax means Explicit VR Little Endian, so
+    compressed frames are decoded for it; ``transfer-syntax=*`` or the stored one keeps the
+    stored bytes; ``*/*`` and the frame's own media type (``image/jpeg`` ...) send them as
+    stored. ``single_ok`` lets a non-multipart range ask for a single-part body.
+    """
+    for media_range in ranges:
+        multipart = media_range.is_multipart or media_range.type in ("*/*", "multipart/*")
+        if not multipart and not single_ok:
+            continue
+        fit = _fit_pixels(media_range.inner, media_range.transfer_syntax, stored_syntax)
+        if fit is not None:
+            media, syntax, decode = fit
+            return PixelChoice(multipart, media, syntax, decode)
+    raise NotAcceptable(
+        f"none of the requested media types ({', '.join(_show(r) for r in ranges)}) fits pixel data "
+        f"stored in {_syntax_name(stored_syntax)}; available: {_pixel_offers(stored_syntax)}"
+    )
+
+
+def _fit_pixels(inner: str, wanted: str | None, stored: str) -> tuple[str, str, bool] | None:
+    native = syntaxes.DEFAULT_SYNTAX
+    if not syntaxes.FRAME_MEDIA_TYPES.get(stored):
+        ok = matches(inner, OCTET_STREAM) and wanted in (None, "*", native, stored)
+        return (OCTET_STREAM, native, False) if ok else None
+    media = syntaxes.frame_media_type(stored)
+    if inner == OCTET_STREAM:
+        if wanted in ("*", stored):
+            return OCTET_STREAM, stored, False
+        return (OCTET_STREAM, native, True) if wanted in (None, native) else None
+    if not matches(inner, media):
+        return None
+    if wanted in (None, "*", stored):
+        return media, stored, False
+    if wanted == native and inner in ("*/*", "*"):
+        return OCTET_STREAM, native, True
+    return None
+
+
+def _pixel_offers(stored: str) -> str:
+    octet = f'multipart/related; type="{OCTET_STREAM}" (Explicit VR Little Endian)'
+    media = syntaxes.FRAME_MEDIA_TYPES.get(stored)
+    if media is None:
+        return octet
+    return f'multipart/related; type="{media}" (as stored, transfer-syntax={stored}), {octet}'
+
+
+def _syntax_name(syntax: str) -> str:
+    uid = UID(syntax)
+    return f"{uid.name} ({syntax})" if uid.is_transfer_syntax else syntax
+
+
+def dicom_syntaxes(ranges: Sequence[MediaRange]) -> list[str | None]:
+    """The transfer syntaxes asked for application/dicom parts, best first (None: no parameter)."""
+    wanted: list[str | None] = []
+    for media_range in ranges:
+        if (
+            media_range.is_multipart and matches(media_range.inner, "application/dicom")
+        ) or media_range.type in ("*/*", "multipart/*", "application/dicom"):
+            wanted.append(media_range.transfer_syntax)
+    return wanted

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imagebridge.dicomweb import delete, qido, stow, wado
+from imagebridge.dicomweb import delete, frames, qido, stow, wado
 
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/dicomweb")
-    for module in (qido, stow, wado, delete):
+    for module in (qido, stow, wado, frames, delete):
         router.include_router(module.router)
     return router
