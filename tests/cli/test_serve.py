@@ -65,3 +65,17 @@ def test_bad_settings_are_reported_plainly(tmp_path: Path) -> None:
     assert "invalid settings" in result.stderr and "AE title" in result.stderr
     assert "Traceback" not in result.stderr
     assert sys.executable
+
+
+def test_serve_refuses_a_postgresql_index_that_was_not_upgraded(tmp_path: Path) -> None:
+    from tests.conftest import _temporary_pg_database
+
+    databases = _temporary_pg_database()
+    url = next(databases)
+    try:
+        result = run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--database-url", url)
+        assert result.returncode == 2
+        assert "run 'imagebridge db upgrade'" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        databases.close()

@@ -47,7 +47,9 @@ def serve(
 
     common.setup_logging(verbose)
     settings = common.settings(config, host=host, port=port, data_dir=data_dir, database_url=database_url)
-    archive = _open(settings)
+    # An embedded index is upgraded in place; a shared PostgreSQL index is upgraded
+    # deliberately with `imagebridge db upgrade`, not by whichever worker starts first.
+    archive = _open(settings, upgrade=settings.effective_database_url.startswith("sqlite"))
     if load_samples:
         samples.load_once(archive)
     try:
@@ -66,9 +68,9 @@ def serve(
         archive.close()
 
 
-def _open(settings: Settings) -> Archive:
+def _open(settings: Settings, *, upgrade: bool = True) -> Archive:
     try:
-        return open_archive(settings)
+        return open_archive(settings, upgrade=upgrade)
     except ImageBridgeError as exc:
         common.fail(exc.reason)
     except Exception as exc:  # the database may be down or the URL wrong

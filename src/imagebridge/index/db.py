@@ -32,7 +32,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> N
     cursor.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["engine"] = engine
@@ -42,6 +42,12 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (PostgreSQL and SQLite alike)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

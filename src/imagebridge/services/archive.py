@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from imagebridge.config import Settings
+from imagebridge.errors import StorageFailure
 from imagebridge.index import db
 from imagebridge.index.catalog import Catalog
 from imagebridge.index.lookup import Lookup
@@ -28,11 +29,18 @@ class Archive:
 
 
 def open_archive(settings: Settings, *, upgrade: bool = True) -> Archive:
-    """Open (and, unless told otherwise, upgrade) the index and the blob store."""
+    """Open the index and the blob store; ``upgrade`` brings the schema up to date first,
+    otherwise a schema that is behind is an error that says what to run."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.effective_database_url)
     if upgrade:
         db.upgrade(engine)
+    elif db.current_revision(engine) != db.head_revision():
+        engine.dispose()
+        raise StorageFailure(
+            "the index schema is not up to date; run 'imagebridge db upgrade' "
+            "(with the same --database-url) before starting the server"
+        )
     blobs = FileBlobStore(settings.blob_dir)
     catalog = Catalog(engine)
     return Archive(
