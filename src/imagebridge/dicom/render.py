@@ -1,0 +1,142 @@
+"""Render a frame as a consumer image (PS3.18 §8.3.5.1): JPEG or PNG, windowed, scaled to a viewport.
+
+The display pipeline of PS3.3 §C.11: Modality LUT (rescale), VOI (the window asked for, else the
+instance's own window or VOI LUT, else the frame's range), MONOCHROME1 inversion; colour images
+are shown as RGB (pydicom converts YBR), palette colour through its lookup tables.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from imagebridge.dicom import pixels
+from imagebridge.errors import CannotTranscode
+
+FUNCTIONS = ("linear", "linear_exact", "sigmoid")
+"""VOI LUT Functions of PS3.3 §C.11.2.1.3, as the window parameter names them (PS3.18 §8.3.5.1.3)."""
+
+MEDIA_TYPES = ("image/jpeg", "image/png")
+
+
+@dataclass(frozen=True)
+class Window:
+    center: float
+    width: float
+    function: str = "linear"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: Window | None = None
+    viewport: tuple[int, int] | None = None
+    quality: int = 90
+
+
+def render_frame(path: Path, number: int, options: RenderOptions) -> bytes:
+    """Frame ``number`` (1-based) of the instance at ``path``, encoded as ``options.media_type``."""
+    header = pixels.read_header(path)
+    array = pixels.decode_frame(path, number)
+    image = Image.fromarray(display(array, header, options.window))
+    if options.viewport is not None:
+        image = fit(image, *options.viewport)
+    return encode(image, options)
+
+
+def display(array: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:
+    """8-bit greyscale (rows x columns) or RGB (rows x columns x 3) values for display."""
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return _to_8bit(array[..., :3], int(header.get("BitsStored", 8) or 8))
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric == "PALETTE COLOR":
+        try:
+            rgb = apply_color_lut(array, header)
+        except Exception as exc:
+            raise CannotTranscode(f"the palette colour lookup tables cannot be applied ({exc})") from exc
+        return (rgb / 257).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+    values = apply_modality_lut(array, header).astype(np.float64)
+    shown = _voi(values, header, window)
+    if photometric == "MONOCHROME1":
+        shown = 255 - shown
+    return shown
+
+
+def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:
+    if window is None and "WindowCenter" in header and "WindowWidth" in header:
+        window = _instance_window(header)
+    if window is not None:
+        return apply_window(values, window)
+    if "VOILUTSequence" in header:
+        values = apply_voi_lut(values.astype(np.int64), header).astype(np.float64)
+    return _stretch(values)
+
+
+def _instance_window(header: Dataset) -> Window | None:
+    try:
+        center, width = float(_first(header.WindowCenter)), float(_first(header.WindowWidth))
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(header.get("VOILUTFunction", "LINEAR") or "LINEAR").lower()
+    if width <= 0 or function not in FUNCTIONS:
+        return None
+    return Window(center, width, function)
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, MultiValue | list | tuple) else value
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 §C.11.2.1.2 (linear, linear exact) and §C.11.2.1.3.1 (sigmoid), output 0..255."""
+    c, w = window.center, window.width
+    if window.function == "sigmoid":
+        scaled = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - c) / w, -500, 500)))
+    elif window.function == "linear_exact":
+        scaled = (values - c) / w + 0.5
+    elif w <= 1:
+        scaled = (values > c - 0.5).astype(np.float64)
+    else:
+        scaled = (values - (c - 0.5)) / (w - 1) + 0.5
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    low, high = float(np.min(values)), float(np.max(values))
+    if not math.isfinite(low) or not math.isfinite(high) or high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _to_8bit(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
+    if rgb.dtype == np.uint8:
+        return rgb
+    if np.issubdtype(rgb.dtype, np.floating):
+        return _stretch(rgb)
+    shift = max(bits_stored - 8, 0)
+    return np.clip(rgb.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+
+
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale to fit a ``width`` x ``height`` viewport, keeping the aspect ratio (PS3.18 §8.3.5.1.2)."""
+    scale = min(width / image.width, height / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def encode(image: Image.Image, options: RenderOptions) -> bytes:
+    buffer = io.BytesIO()
+    if options.media_type == "image/png":
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="JPEG", quality=options.quality)
+    return buffer.getvalue()
