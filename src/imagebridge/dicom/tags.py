@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 PATIENT_TAGS: Final = (
     0x00100010,  # PatientName
@@ -84,3 +84,12 @@ def tag_key(tag: int) -> str:
 
 def describe(tag: int) -> str:
     return keyword_for_tag(tag) or tag_key(tag)
+
+
+def is_standard(tag: int) -> bool:
+    """Whether ``tag`` is in the data dictionary with a single VR (so it can be answered empty)."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return False
+    return " or " not in vr and (tag >> 16) % 2 == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from imagebridge.dicom import dicomjson, tags
 from imagebridge.dicom.matching import Criterion, Level, Query
-from imagebridge.dicomweb import accept
+from imagebridge.dicomweb import accept, warning
 from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
 from imagebridge.errors import InvalidQuery
 from imagebridge.services import query as query_service
@@ -46,35 +47,64 @@ def _includefields(values: list[str]) -> set[int] | None:
     return found
 
 
-def parse_query(
-    request: Request, level: Level, study_uid: str | None, series_uid: str | None
-) -> tuple[Query, set[int] | None]:
-    """Read QIDO-RS query parameters (PS3.18 §8.3.4) into a Query."""
+@dataclass
+class ParsedQuery:
+    query: Query
+    include: set[int] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_query(request: Request, level: Level, study_uid: str | None, series_uid: str | None) -> ParsedQuery:
+    """Read QIDO-RS query parameters (PS3.18 §8.3.4) into a Query.
+
+    A parameter that names no DICOM attribute is a 400; one that names an attribute the
+    index cannot match on (a sequence item key, an unindexed attribute) is ignored with a
+    warning. A UID or code key given twice is read as a list (``a&key=b`` as ``a,b``).
+    """
     params = request.query_params
-    query = Query(level=level, study_uid=study_uid, series_uid=series_uid)
-    seen: set[int] = set()
+    parsed = ParsedQuery(Query(level=level, study_uid=study_uid, series_uid=series_uid), None)
+    values: dict[int, list[str]] = {}
     for name, value in params.multi_items():
-        key = name.lower()
-        if key in _CONTROL:
+        if name.lower() in _CONTROL:
             continue
-        try:
-            tag = tags.parse_tag(name.split(".")[0])
-        except ValueError as exc:
-            raise InvalidQuery(f"unknown query parameter '{name}': {exc}") from exc
-        if tag in seen:
-            raise InvalidQuery(f"{name} is given more than once; use a comma-separated list of UIDs instead")
-        seen.add(tag)
-        if value != "":
-            query.criteria.append(Criterion(tag, value))
+        path = [_attribute(name, part) for part in name.split(".")]
+        if len(path) > 1:
+            parsed.warnings.append(
+                f"matching on the sequence item key {name} is not supported and was ignored"
+            )
+            continue
+        values.setdefault(path[0], []).append(value)
+    for tag, given in values.items():
+        parsed.query.criteria.extend(_criteria(tag, given))
     fuzzy = params.get("fuzzymatching", "false").lower()
     if fuzzy not in ("true", "false"):
         raise InvalidQuery("fuzzymatching must be true or false")
-    query.fuzzy = fuzzy == "true"
+    parsed.query.fuzzy = fuzzy == "true"
     if "limit" in params:
-        query.limit = _int_param("limit", params["limit"])
+        parsed.query.limit = _int_param("limit", params["limit"])
     if "offset" in params:
-        query.offset = _int_param("offset", params["offset"])
-    return query, _includefields(params.getlist("includefield"))
+        parsed.query.offset = _int_param("offset", params["offset"])
+    parsed.include = _includefields(params.getlist("includefield"))
+    return parsed
+
+
+def _attribute(name: str, part: str) -> int:
+    try:
+        return tags.parse_tag(part)
+    except ValueError as exc:
+        raise InvalidQuery(
+            f"unknown query parameter '{name}': {exc}; matching keys are DICOM keywords or tags "
+            f"and the other parameters are {', '.join(sorted(_CONTROL))}"
+        ) from exc
+
+
+def _criteria(tag: int, given: list[str]) -> list[Criterion]:
+    values = [v for v in given if v != ""]
+    if len(given) > 1:
+        if not query_service.takes_list(tag):
+            raise InvalidQuery(f"{tags.describe(tag)} is given more than once; give it once")
+        return [Criterion(tag, ",".join(values))] if values else []
+    return [Criterion(tag, values[0])] if values else []
 
 
 async def _search(
@@ -86,18 +116,21 @@ async def _search(
     series: str | None = None,
 ) -> Response:
     accept.choose(accept.parse(request.headers.get("accept")), _JSON_TYPES, single_ok=_JSON_TYPES)
-    query, include = parse_query(request, level, study, series)
+    parsed = parse_query(request, level, study, series)
     settings = archive.settings
-    if query.limit is None:
-        query.limit = settings.qido_default_limit
+    if parsed.query.limit is None:
+        parsed.query.limit = min(settings.qido_default_limit, settings.qido_max_limit)
     result = await anyio.to_thread.run_sync(
         lambda: query_service.run(
-            archive.engine, query, include=include, base_url=base_url, max_limit=settings.qido_max_limit
+            archive.engine,
+            parsed.query,
+            include=parsed.include,
+            base_url=base_url,
+            max_limit=settings.qido_max_limit,
         )
     )
-    headers = (
-        {"Warning": ", ".join(f'299 imagebridge "{w}"' for w in result.warnings)} if result.warnings else {}
-    )
+    warnings = parsed.warnings + result.warnings
+    headers = {"Warning": warning.header(warnings)} if warnings else {}
     # CP-2473: no match is 200 with an empty array.
     return Response(_render(result.matches, base_url), media_type="application/dicom+json", headers=headers)
 

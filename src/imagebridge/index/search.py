@@ -6,10 +6,12 @@ Used by QIDO-RS and C-FIND alike, so both surfaces match identically.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, case, func, literal, or_, select, true
 
 from imagebridge.dicom.matching import Criterion, Kind, Level, Match, Query, classify
 from imagebridge.index.schema import instances, patients, series, studies
@@ -50,6 +52,10 @@ FIELDS: dict[int, Field] = {
     0x00280008: Field(instances.c.number_of_frames, Kind.INTEGER, Level.IMAGE),
 }
 _DEPTH = {Level.PATIENT: 0, Level.STUDY: 1, Level.SERIES: 2, Level.IMAGE: 3}
+_STUDY_DATE, _STUDY_TIME, _MODALITIES_IN_STUDY = 0x00080020, 0x00080030, 0x00080061
+_TOP = "\U0010ffff"
+"""Sorts after every character: ``prefix <= x < prefix + _TOP`` is 'x starts with prefix'."""
+_DAY_START, _DAY_END = "000000.000000", "235959.999999"
 
 
 def supported(tag: int, level: Level) -> bool:
@@ -58,74 +64,146 @@ def supported(tag: int, level: Level) -> bool:
     return field is not None and _DEPTH[field.level] <= _DEPTH[level]
 
 
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs between SQLite and PostgreSQL when matching text."""
+
+    name: str
+
+    def bytewise(self, column: Any) -> Any:
+        """``column`` compared in code-point order: SQLite's BINARY, PostgreSQL's "C" collation.
+
+        Migration 0003 gives the person-name and Patient ID columns an index in that order.
+        """
+        return column.collate("C") if self.name == "postgresql" else column
+
+    def starts_with(self, column: Any, prefix: str) -> ColumnElement[bool]:
+        """Case-sensitive prefix test written as a range, so that an index serves it."""
+        ordered = self.bytewise(column)
+        return and_(ordered >= prefix, ordered < prefix + _TOP)
+
+    def pattern(self, column: Any, pattern: str) -> ColumnElement[bool]:
+        """``*``/``?`` wildcards (PS3.4 §C.2.2.2.4), case-sensitive on both databases; ``%``,
+        ``_`` and ``[`` in the data are literal characters."""
+        if self.name == "sqlite":  # SQLite's LIKE ignores case; GLOB does not.
+            return column.op("GLOB")(pattern.replace("[", "[[]"))
+        like = _escape_like(pattern).replace("*", "%").replace("?", "_")
+        return column.like(like, escape="\\")
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _wildcard(column: Any, pattern: str) -> ColumnElement[bool]:
-    like = _escape_like(pattern).replace("*", "%").replace("?", "_")
-    return column.like(like, escape="\\")
+def _wildcard(dialect: _Dialect, column: Any, pattern: str) -> ColumnElement[bool]:
+    prefix = re.split(r"[*?]", pattern, maxsplit=1)[0]
+    condition = dialect.pattern(column, pattern)
+    return and_(dialect.starts_with(column, prefix), condition) if prefix else condition
 
 
-def _person_name(column: Any, match: Match, fuzzy: bool) -> ColumnElement[bool]:
-    value = match.values[0].upper()
+def _pn_value(value: str) -> str:
+    """A person name as matched: upper case, trailing empty components dropped per group."""
+    return "=".join(group.rstrip("^ ") for group in value.upper().split("=")).rstrip("=")
+
+
+def _person_name(dialect: _Dialect, column: Any, match: Match, fuzzy: bool) -> ColumnElement[bool]:
+    """PN matching, case-insensitive (PS3.18 §8.3.4.6).
+
+    A single value matches the whole name or its leading components (``DOE`` finds
+    ``DOE^JOHN``; ``DOE^JOHN`` finds ``DOE^JOHN^^^``) in the first component group.
+    With fuzzymatching every word of the value must begin some component of the name.
+    """
+    value = _pn_value(match.values[0])
     if fuzzy:
-        word = _escape_like(value.replace("*", "").replace("?", "").strip("^ "))
-        starts = [f"{word}%", f"%^{word}%", f"% {word}%", f"%={word}%"]
-        return or_(*(column.like(p, escape="\\") for p in starts))
+        words = [w for w in re.split(r"[\^ =,]+", value.replace("*", "").replace("?", "")) if w]
+        return and_(true(), *(_begins_component(column, word) for word in words))
     if match.kind == "wildcard":
-        return _wildcard(column, value)
-    return (
-        or_(column == value, column.like(_escape_like(value) + "^%", escape="\\"))
-        if "^" not in value
-        else column == value
-    )
+        return _wildcard(dialect, column, value)
+    ordered = dialect.bytewise(column)
+    alternatives = [ordered == value, dialect.starts_with(column, value + "^")]
+    if "=" not in value:
+        alternatives.append(dialect.starts_with(column, value + "="))
+    return or_(*alternatives)
 
 
-def _condition(field: Field, match: Match, fuzzy: bool) -> ColumnElement[bool]:
+def _begins_component(column: Any, word: str) -> ColumnElement[bool]:
+    escaped = _escape_like(word)
+    patterns = [f"{escaped}%", *(f"%{sep}{escaped}%" for sep in ("^", " ", "="))]
+    return or_(*(column.like(p, escape="\\") for p in patterns))
+
+
+def _condition(dialect: _Dialect, field: Field, match: Match, fuzzy: bool) -> ColumnElement[bool]:
     column = field.column
+    if match.kind == "universal":
+        return true()
     if match.kind == "empty":
         return or_(column.is_(None), column == "")
     if field.kind is Kind.PERSON_NAME:
-        return _person_name(column, match, fuzzy)
+        return _person_name(dialect, column, match, fuzzy)
     if match.kind == "wildcard":
-        return _wildcard(column, match.values[0])
+        return _wildcard(dialect, column, match.values[0])
     if match.kind == "range":
-        parts = []
-        if match.low is not None:
-            parts.append(column >= match.low)
-        if match.high is not None:
-            parts.append(column <= (match.high + "~" if field.kind is Kind.DATE else match.high))
-        return and_(*parts, column != "")
+        return _range(column, match.low, match.high)
     values: tuple[Any, ...] = match.values
     if field.kind is Kind.INTEGER:
         values = tuple(int(v) for v in values)
-    if field.kind is Kind.DATE:
-        return or_(*(column.like(v + "%") for v in values))
     return column.in_(values) if len(values) > 1 else column == values[0]
 
 
-def _modalities_in_study(match: Match) -> ColumnElement[bool]:
-    values = match.values if match.kind in ("single", "list") else ()
-    inner = select(series.c.pk).where(series.c.study_pk == studies.c.pk)
+def _range(column: Any, low: str | None, high: str | None) -> ColumnElement[bool]:
+    if low is not None and high is not None and low > high:  # a time range across midnight
+        return and_(column != "", or_(column >= low, column <= high))
+    parts = [column != ""]
+    if low is not None:
+        parts.append(column >= low)
+    if high is not None:
+        parts.append(column <= high)
+    return and_(*parts)
+
+
+def _modalities_in_study(dialect: _Dialect, match: Match) -> ColumnElement[bool]:
+    """ModalitiesInStudy (0008,0061) matches a study when any of its series matches."""
+    if match.kind == "universal":
+        return true()
+    if match.kind == "empty":
+        return studies.c.modalities == ""
+    inner = select(series.c.study_pk)
     if match.kind == "wildcard":
-        inner = inner.where(_wildcard(series.c.modality, match.values[0]))
-    elif values:
-        inner = inner.where(series.c.modality.in_(values))
+        inner = inner.where(_wildcard(dialect, series.c.modality, match.values[0]))
     else:
-        return false()
-    return exists(inner)
+        inner = inner.where(series.c.modality.in_(match.values))
+    return studies.c.pk.in_(inner)
 
 
-def where_clauses(query: Query) -> list[ColumnElement[bool]]:
+def _combined_study_datetime(date: Match, time: Match) -> ColumnElement[bool]:
+    """StudyDate and StudyTime ranges read as one date-time range (PS3.4 §C.2.2.2.5.1):
+    ``20200101-20200102`` with ``2200-0600`` is 1 January 22:00 to 2 January 06:00.
+    A study without a time matches on its date alone."""
+    parts = [studies.c.study_date != ""]
+    has_time = studies.c.study_time != ""
+    if date.low is not None:
+        stamp = studies.c.study_date + case((has_time, studies.c.study_time), else_=literal(_DAY_END))
+        parts.append(stamp >= date.low + (time.low or _DAY_START))
+    if date.high is not None:
+        stamp = studies.c.study_date + case((has_time, studies.c.study_time), else_=literal(_DAY_START))
+        parts.append(stamp <= date.high + (time.high or _DAY_END))
+    return and_(*parts)
+
+
+def where_clauses(query: Query, dialect: str = "sqlite") -> list[ColumnElement[bool]]:
+    """The SQL conditions of ``query``; raises InvalidQuery for values that cannot match."""
+    sql = _Dialect(dialect)
+    matches = {c.tag: classify(c.value, FIELDS[c.tag].kind) for c in query.criteria}
     clauses: list[ColumnElement[bool]] = []
-    for criterion in query.criteria:
-        field = FIELDS[criterion.tag]
-        match = classify(criterion.value, field.kind)
-        if criterion.tag == 0x00080061:
-            clauses.append(_modalities_in_study(match))
+    date, time = matches.get(_STUDY_DATE), matches.get(_STUDY_TIME)
+    if date is not None and time is not None and date.kind == time.kind == "range":
+        clauses.append(_combined_study_datetime(date, time))
+        del matches[_STUDY_TIME]
+    for tag, match in matches.items():
+        if tag == _MODALITIES_IN_STUDY:
+            clauses.append(_modalities_in_study(sql, match))
         else:
-            clauses.append(_condition(field, match, query.fuzzy))
+            clauses.append(_condition(sql, FIELDS[tag], match, query.fuzzy))
     if query.study_uid:
         clauses.append(studies.c.study_uid == query.study_uid)
     if query.series_uid:
@@ -162,12 +240,12 @@ _ORDER = {
 }
 
 
-def _apply(query: Query, sql: Select[Any]) -> Select[Any]:
+def _apply(query: Query, sql: Select[Any], dialect: str) -> Select[Any]:
     if query.level is Level.PATIENT:
         deeper = [c for c in query.criteria if FIELDS[c.tag].level is not Level.PATIENT]
         if deeper or query.study_uid:
             raise ValueError("patient-level queries match on patient attributes only")
-    clauses = where_clauses(query)
+    clauses = where_clauses(query, dialect)
     if clauses:
         sql = sql.where(*clauses)
     return sql
@@ -175,7 +253,11 @@ def _apply(query: Query, sql: Select[Any]) -> Select[Any]:
 
 def search(engine: Engine, query: Query) -> list[dict[str, Any]]:
     """Rows matching ``query`` as dicts of column values (patient, study, series, instance)."""
-    sql = _apply(query, _base(query.level)).order_by(*_ORDER[query.level]).offset(query.offset)
+    sql = (
+        _apply(query, _base(query.level), engine.dialect.name)
+        .order_by(*_ORDER[query.level])
+        .offset(query.offset)
+    )
     if query.limit is not None:
         sql = sql.limit(query.limit)
     with engine.connect() as conn:
@@ -201,4 +283,54 @@ def representative_metadata(
     return json.loads(text) if text else {}
 
 
-__all__ = ["FIELDS", "Criterion", "count_patient_studies", "representative_metadata", "search", "supported"]
+def representative_metadata_many(
+    engine: Engine, *, study_pks: Iterable[int] = (), series_pks: Iterable[int] = ()
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """One instance's metadata per study or series, in one query per level (no N+1 for a page).
+
+    Keys are ``("study", pk)`` and ``("series", pk)``.
+    """
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    first_series = (
+        select(series.c.pk)
+        .where(series.c.study_pk == studies.c.pk)
+        .limit(1)
+        .correlate(studies)
+        .scalar_subquery()
+    )
+    in_study = select(instances.c.metadata).where(instances.c.series_pk == first_series).limit(1)
+    in_series = select(instances.c.metadata).where(instances.c.series_pk == series.c.pk).limit(1)
+    queries = [
+        (
+            "study",
+            select(studies.c.pk, in_study.correlate(studies).scalar_subquery()),
+            studies.c.pk,
+            study_pks,
+        ),
+        (
+            "series",
+            select(series.c.pk, in_series.correlate(series).scalar_subquery()),
+            series.c.pk,
+            series_pks,
+        ),
+    ]
+    with engine.connect() as conn:
+        for level, sql, key, pks in queries:
+            wanted = sorted(set(pks))
+            if not wanted:
+                continue
+            for pk, text in conn.execute(sql.where(key.in_(wanted))):
+                found[(level, pk)] = json.loads(text) if text else {}
+    return found
+
+
+__all__ = [
+    "FIELDS",
+    "Criterion",
+    "count_patient_studies",
+    "representative_metadata",
+    "representative_metadata_many",
+    "search",
+    "supported",
+    "where_clauses",
+]
