@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imagebridge.dicomweb import delete, frames, qido, rendered, stow, wado
+from imagebridge.dicomweb import bulkdata, delete, frames, qido, rendered, stow, wado
 
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/dicomweb")
-    for module in (qido, stow, wado, frames, rendered, delete):
+    for module in (qido, stow, wado, frames, rendered, bulkdata, delete):
         router.include_router(module.router)
     return router
