@@ -109,7 +109,7 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
 
 def _read(path: Path) -> Dataset:
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=_meta_without_preamble(path))
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on damaged input
@@ -117,6 +117,14 @@ def _read(path: Path) -> Dataset:
     if "TransferSyntaxUID" not in ds.file_meta:
         raise NotDicom("the File Meta Information has no Transfer Syntax UID (0002,0010)")
     return ds
+
+
+def _meta_without_preamble(path: Path) -> bool:
+    """Whether the file starts with its File Meta group, with no preamble and ``DICM``: what
+    pydicom and dicomweb-client write for datasets built in memory. Tolerant on read."""
+    with path.open("rb") as fp:
+        head = fp.read(8)
+    return head[:2] == b"\x02\x00" and head[4:6].isalpha() and head[4:6].isupper()
 
 
 def _uids(ds: Dataset) -> tuple[str, str, str]:
@@ -174,7 +182,7 @@ def _frame_index(ds: Dataset, path: Path, syntax: str) -> frames.FrameIndex | No
         return None
     if not isinstance(raw, RawDataElement) or raw.value is not None:
         # Small values are read eagerly; locate them through a deferred re-read.
-        ds = pydicom.dcmread(path, defer_size=1)
+        ds = pydicom.dcmread(path, defer_size=1, force=_meta_without_preamble(path))
         raw = ds.get_item(0x7FE00010, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.value is not None:
             return None
