@@ -109,7 +109,7 @@ async def read_parts(chunks: AsyncIterator[bytes], boundary: str, open_part: Par
     while True:
         while len(buffer) < 2 and await fill():
             pass
-        if buffer[:2] == b"--":
+        if buffer[:2] == b"--" or await _ends_here(buffer, fill):
             return count
         headers = await _read_headers(buffer, fill)
         writer = await open_part(headers)
@@ -120,6 +120,15 @@ async def read_parts(chunks: AsyncIterator[bytes], boundary: str, open_part: Par
             raise
         await writer.close()
         count += 1
+
+
+async def _ends_here(buffer: bytearray, fill: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether the body ends after a delimiter with only whitespace: a sender that forgot the
+    closing ``--`` (tolerant on read); every complete part has been received."""
+    while not buffer.strip(b" \t\r\n"):
+        if not await fill():
+            return True
+    return False
 
 
 async def _read_headers(buffer: bytearray, fill: Callable[[], Awaitable[bool]]) -> dict[str, str]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import pydicom
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from imagebridge import errors
-from imagebridge.dicomweb import multipart
+from imagebridge.dicomweb import multipart, warning
 from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
 from imagebridge.services.ingest import Ingest, Stored
 from imagebridge.storage.base import Spool
@@ -54,15 +57,22 @@ def failure_reason(error: errors.ImageBridgeError) -> int:
 
 
 class _SpoolPart(multipart.PartWriter):
-    """One application/dicom part: spooled to disk as it arrives, stored when it ends."""
+    """One application/dicom part: spooled to disk as it arrives, stored when it ends.
+
+    The first bytes are also kept (bounded) so that a refused instance can still be
+    named by its UIDs in the FailedSOPSequence.
+    """
 
     def __init__(self, ingest: Ingest, study_uid: str | None, outcomes: Outcomes, limit: int) -> None:
         self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
         self.spool: Spool = ingest.spool()
+        self.head = bytearray()
 
     async def write(self, data: bytes) -> None:
         if self.spool.size + len(data) > self.limit:
             raise errors.InvalidInput(f"a part is larger than the configured maximum of {self.limit} bytes")
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
         self.spool.write(data)
 
     async def close(self) -> None:
@@ -71,12 +81,49 @@ class _SpoolPart(multipart.PartWriter):
                 lambda: self.ingest.store(self.spool, study_uid=self.study_uid)
             )
         except errors.ImageBridgeError as exc:
-            self.outcomes.failed.append(Failure(failure_reason(exc), exc.reason))
+            self._failed(failure_reason(exc), exc.reason)
+            return
+        except Exception:
+            log.exception("storing a STOW-RS part failed unexpectedly")
+            self._failed(PROCESSING_FAILURE, "the instance could not be processed; the server logged why")
             return
         self.outcomes.stored.append(stored)
 
+    def _failed(self, reason: int, comment: str) -> None:
+        sop_class_uid, sop_uid = identify(bytes(self.head))
+        self.outcomes.failed.append(Failure(reason, comment, sop_class_uid, sop_uid))
+
     async def abort(self) -> None:
         self.spool.discard()
+
+
+HEAD_BYTES = 64 * 1024
+"""How much of a part is kept to name a refused instance; UIDs come long before pixel data."""
+
+
+def identify(head: bytes) -> tuple[str, str]:
+    """The SOP Class and SOP Instance UIDs in the first bytes of a Part 10 object, when readable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(
+                io.BytesIO(head),
+                stop_before_pixels=True,
+                force=True,
+                specific_tags=["SOPClassUID", "SOPInstanceUID"],
+            )
+        meta = ds.file_meta
+        return (
+            _uid(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
+            _uid(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")),
+        )
+    except Exception:
+        return "", ""
+
+
+def _uid(value: object) -> str:
+    text = str(value or "").strip().rstrip("\x00")
+    return text if len(text) <= 64 and text.replace(".", "").isdigit() else ""
 
 
 class _RefusedPart(multipart.PartWriter):
@@ -170,9 +217,9 @@ async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid
     status = status_of(outcomes)
     headers = {}
     if outcomes.failed:
-        summary = "; ".join(sorted({f.comment for f in outcomes.failed}))[:900]
-        headers["Warning"] = (
-            f'299 imagebridge "{len(outcomes.failed)} of {parts} instances not stored: {summary}"'
+        summary = "; ".join(sorted({f.comment for f in outcomes.failed}))
+        headers["Warning"] = warning.header(
+            [f"{len(outcomes.failed)} of {parts} instances not stored: {summary}"]
         )
     return JSONResponse(
         response_body(outcomes, base_url),
