@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imagebridge.cli import common
+from imagebridge.cli import common, dicom, peer
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
 from imagebridge.services import importer
 from imagebridge.services.archive import Archive, open_archive
+
+if TYPE_CHECKING:
+    from imagebridge.dimse.server import DimseServer
 
 app = typer.Typer(
     name="imagebridge",
@@ -26,6 +30,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the index database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(peer.app, name="peer")
+app.add_typer(dicom.app, name="dicom")
 
 
 @app.command()
@@ -39,14 +45,33 @@ def serve(
         bool, typer.Option("--load-samples", help="Import pydicom's sample files on first start.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
+    dicom_port: Annotated[
+        int | None,
+        typer.Option("--dicom-port", help="DICOM (DIMSE) port; default 11112, 0 picks a free one."),
+    ] = None,
+    aet: Annotated[str | None, typer.Option("--aet", help="Our AE title; default IMAGEBRIDGE.")] = None,
+    no_dicom: Annotated[bool, typer.Option("--no-dicom", help="Do not start the DICOM listener.")] = False,
+    allow_any_caller: Annotated[
+        bool, typer.Option("--allow-any-caller", help="Accept DICOM calls from AE titles that are not peers.")
+    ] = False,
 ) -> None:
-    """Start the archive: DICOMweb at /dicomweb, API docs at /docs."""
+    """Start the archive: DICOMweb at /dicomweb, API docs at /docs, DICOM listener on port 11112."""
     from imagebridge.cli import samples
     from imagebridge.web.app import create_app
     from imagebridge.web.server import bind, make_server
 
     common.setup_logging(verbose)
-    settings = common.settings(config, host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = common.settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        dicom_port=dicom_port,
+        ae_title=aet,
+        dicom_enabled=False if no_dicom else None,
+        allow_any_caller=True if allow_any_caller else None,
+    )
     # An embedded index is upgraded in place; a shared PostgreSQL index is upgraded
     # deliberately with `imagebridge db upgrade`, not by whichever worker starts first.
     archive = _open(settings, upgrade=settings.effective_database_url.startswith("sqlite"))
@@ -61,11 +86,31 @@ def serve(
     console.print(f"  DICOMweb root  {base}/dicomweb    e.g. {base}/dicomweb/studies")
     console.print(f"  API docs       {base}/docs")
     console.print(f"  health         {base}/healthz")
+    listener = _start_dicom(archive)
     console.print("Press Ctrl+C to stop.")
     try:
         make_server(create_app(archive)).run(sockets=[sock])
     finally:
+        if listener is not None:
+            listener.stop()
         archive.close()
+
+
+def _start_dicom(archive: Archive) -> DimseServer | None:
+    """The DICOM listener, non-blocking beside uvicorn (``cli/dicom.py`` and ``dimse/`` hold the rest)."""
+    from imagebridge.dimse.server import DimseServer
+
+    settings = archive.settings
+    if not settings.dicom_enabled:
+        return None
+    logging.getLogger("imagebridge.dimse").setLevel(logging.INFO)
+    try:
+        listener = DimseServer(archive).start()
+    except (OSError, ImageBridgeError) as exc:
+        common.fail(f"cannot start the DICOM listener on port {settings.dicom_port}: {exc}")
+    tls = f", DICOM TLS on port {listener.tls_port}" if listener.tls_port else ""
+    console.print(f"  DICOM          {listener.ae_title} at {listener.host}:{listener.port}{tls}")
+    return listener
 
 
 def _open(settings: Settings, *, upgrade: bool = True) -> Archive:

@@ -1,0 +1,291 @@
+"""DIMSE service user: C-ECHO, C-FIND, C-MOVE, C-GET and C-STORE to a peer, as plain Python.
+
+The CLI (``imagebridge dicom ...``) draws progress bars over it; the exchange layer
+can call it the same way. Files are sent as their stored bytes in their own transfer
+syntax (see ``sending.py``); instances received by C-GET are written as sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from imagebridge.config import Settings
+from imagebridge.dicom import tags
+from imagebridge.dicom.matching import Level
+from imagebridge.dimse import tls
+from imagebridge.dimse.peers import Peer
+from imagebridge.dimse.sending import MAX_CONTEXTS, contexts_for, enable_raw_sending, file_pair, send_file
+from imagebridge.errors import ImageBridgeError, InvalidInput
+
+log = logging.getLogger("imagebridge.dimse")
+
+Progress = Callable[[int, int | None], None]
+"""Called with (done, total) as sub-operations complete; total is None while unknown."""
+
+MODELS = {
+    ("study", "find"): StudyRootQueryRetrieveInformationModelFind,
+    ("study", "move"): StudyRootQueryRetrieveInformationModelMove,
+    ("study", "get"): StudyRootQueryRetrieveInformationModelGet,
+    ("patient", "find"): PatientRootQueryRetrieveInformationModelFind,
+    ("patient", "move"): PatientRootQueryRetrieveInformationModelMove,
+    ("patient", "get"): PatientRootQueryRetrieveInformationModelGet,
+}
+DEFAULT_RETURN_KEYS = {
+    Level.PATIENT: ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    Level.STUDY: (
+        "PatientName",
+        "PatientID",
+        "StudyInstanceUID",
+        "StudyDate",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "StudyDescription",
+        "NumberOfStudyRelatedInstances",
+    ),
+    Level.SERIES: ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"),
+    Level.IMAGE: ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+}
+
+
+class AssociationFailed(ImageBridgeError):
+    """The peer could not be reached, refused the association, or accepted no needed context."""
+
+
+@dataclass
+class RetrieveResult:
+    """The final C-MOVE/C-GET counts (PS3.4 §C.4.2.1.6) and the final status."""
+
+    status: int = 0xFFFF
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    received: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0x0000
+
+
+@dataclass
+class SendResult:
+    sent: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def identifier(level: Level, keys: Sequence[str], *, defaults: bool = True) -> Dataset:
+    """An identifier from ``Keyword=value`` (matching key) and ``Keyword`` (return key) items."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level.value
+    given = list(keys) or (list(DEFAULT_RETURN_KEYS[level]) if defaults else [])
+    for item in given:
+        name, _, value = item.partition("=")
+        try:
+            tag = tags.parse_tag(name)
+        except ValueError as exc:
+            raise InvalidInput(f"-k {item}: {exc}") from exc
+        vr = dictionary_VR(tag)
+        parts: Any = value.split("\\") if "\\" in value else (value or None)
+        ds.add_new(tag, vr, [] if vr == "SQ" else parts)
+    return ds
+
+
+class Scu:
+    """One calling AE; each operation opens its own association to the peer."""
+
+    def __init__(self, settings: Settings, ae_title: str | None = None) -> None:
+        self.settings = settings
+        self.ae_title = ae_title or settings.ae_title
+        enable_raw_sending()
+
+    def _ae(self) -> AE:
+        ae = AE(self.ae_title)
+        ae.acse_timeout = self.settings.dicom_acse_timeout
+        ae.dimse_timeout = self.settings.dicom_dimse_timeout
+        ae.network_timeout = self.settings.dicom_network_timeout
+        return ae
+
+    @contextmanager
+    def associate(
+        self,
+        peer: Peer,
+        contexts: list[PresentationContext],
+        *,
+        ext_neg: list[Any] | None = None,
+        handlers: list[Any] | None = None,
+    ) -> Iterator[Association]:
+        ae = self._ae()
+        tls_args = tls.client_args(self.settings) if peer.tls else None
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            contexts=contexts,
+            ae_title=peer.ae_title,
+            ext_neg=ext_neg,
+            evt_handlers=handlers,
+            tls_args=tls_args,
+        )
+        if not assoc.is_established:
+            why = "rejected the association" if assoc.is_rejected else "could not be reached or aborted"
+            raise AssociationFailed(f"{peer.describe()} {why}")
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def echo(self, peer: Peer) -> int:
+        with self.associate(peer, [build_context(Verification)]) as assoc:
+            return _status(assoc.send_c_echo())
+
+    def find(self, peer: Peer, query: Dataset, *, model: str = "study") -> Iterator[Dataset]:
+        """Yield each matching identifier; raises AssociationFailed or InvalidInput on a failure status."""
+        sop_class = MODELS[(model, "find")]
+        with self.associate(peer, [build_context(sop_class)]) as assoc:
+            for answer, found in assoc.send_c_find(query, sop_class):
+                code = _status(answer)
+                if code in (0xFF00, 0xFF01) and found is not None:
+                    yield found
+                elif code not in (0x0000, 0xFE00):
+                    comment = answer.get("ErrorComment", "") if answer else "no response"
+                    raise InvalidInput(f"C-FIND failed with status 0x{code:04X} {comment}".strip())
+
+    def move(
+        self,
+        peer: Peer,
+        query: Dataset,
+        destination: str,
+        *,
+        model: str = "study",
+        progress: Progress | None = None,
+    ) -> RetrieveResult:
+        sop_class = MODELS[(model, "move")]
+        with self.associate(peer, [build_context(sop_class)]) as assoc:
+            return _retrieve(assoc.send_c_move(query, destination, sop_class), progress)
+
+    def get(
+        self,
+        peer: Peer,
+        query: Dataset,
+        folder: Path,
+        *,
+        model: str = "study",
+        progress: Progress | None = None,
+    ) -> RetrieveResult:
+        """C-GET into ``folder``: each instance written as ``<SOP Instance UID>.dcm``, bytes as sent."""
+        sop_class = MODELS[(model, "get")]
+        folder.mkdir(parents=True, exist_ok=True)
+        received: list[Path] = []
+        storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][: MAX_CONTEXTS - 1]
+        contexts = [build_context(sop_class)] + [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage]
+        roles = [build_role(uid, scp_role=True) for uid in storage]
+        handlers = [(evt.EVT_C_STORE, _write_received, [folder, received])]
+        with self.associate(peer, contexts, ext_neg=roles, handlers=handlers) as assoc:
+            result = _retrieve(assoc.send_c_get(query, sop_class), progress)
+        result.received = received
+        return result
+
+    def send(self, peer: Peer, paths: Sequence[Path], *, progress: Progress | None = None) -> SendResult:
+        """C-STORE each file as it is on disk, in batches of at most 128 presentation contexts."""
+        result = SendResult()
+        done = 0
+        for batch, contexts in _batches(paths, result):
+            with self.associate(peer, contexts) as assoc:
+                for path, (sop_class, _syntax) in batch:
+                    _store_one(assoc, path, sop_class, result)
+                    done += 1
+                    if progress:
+                        progress(done, len(paths))
+        return result
+
+
+def _status(answer: Dataset | None) -> int:
+    return int(answer.Status) if answer is not None and "Status" in answer else 0xFFFF
+
+
+def _retrieve(
+    responses: Iterator[tuple[Dataset, Dataset | None]], progress: Progress | None
+) -> RetrieveResult:
+    result = RetrieveResult()
+    for answer, _identifier in responses:
+        result.status = _status(answer)
+        if answer is None or "Status" not in answer:
+            break
+        result.completed = int(answer.get("NumberOfCompletedSuboperations", result.completed) or 0)
+        result.failed = int(answer.get("NumberOfFailedSuboperations", result.failed) or 0)
+        result.warning = int(answer.get("NumberOfWarningSuboperations", result.warning) or 0)
+        remaining = answer.get("NumberOfRemainingSuboperations")
+        done = result.completed + result.failed + result.warning
+        if progress:
+            progress(
+                done,
+                done + int(remaining)
+                if remaining is not None
+                else (done if result.status != 0xFF00 else None),
+            )
+    return result
+
+
+def _write_received(event: evt.Event, folder: Path, received: list[Path]) -> int:
+    uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID or "")
+    name = "".join(c for c in uid if c in "0123456789.") or "unnamed"  # never a path from the peer
+    target = folder / f"{name}.dcm"
+    target.write_bytes(event.encoded_dataset())
+    received.append(target)
+    return 0x0000
+
+
+Batch = list[tuple[Path, tuple[str, str]]]
+
+
+def _batches(paths: Sequence[Path], result: SendResult) -> Iterator[tuple[Batch, list[PresentationContext]]]:
+    batch: Batch = []
+    pairs: set[tuple[str, str]] = set()
+    for path in paths:
+        try:
+            pair = file_pair(path)
+        except Exception as exc:
+            result.failed.append((str(path), f"not a DICOM file ({exc})"))
+            continue
+        if not all(pair):
+            result.failed.append((str(path), "its file meta names no SOP class or transfer syntax"))
+            continue
+        if len(contexts_for(pairs | {pair})) >= MAX_CONTEXTS and batch:
+            yield batch, contexts_for(pairs)
+            batch, pairs = [], set()
+        batch.append((path, pair))
+        pairs.add(pair)
+    if batch:
+        yield batch, contexts_for(pairs)
+
+
+def _store_one(assoc: Association, path: Path, sop_class: str, result: SendResult) -> None:
+    try:
+        code = _status(send_file(assoc, assoc.send_c_store, path, sop_class))
+    except Exception as exc:
+        result.failed.append((str(path), str(exc)))
+        return
+    if code in (0x0000, 0xB000, 0xB006, 0xB007):
+        result.sent += 1
+    else:
+        result.failed.append((str(path), f"status 0x{code:04X}"))
