@@ -44,7 +44,7 @@ def module_url(module_archive: Archive) -> Iterator[str]:
     running.stop()
 
 
-def testdata(name: str) -> Path:
+def sample_path(name: str) -> Path:
     """A pydicom sample, from pydicom itself or pydicom-data."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,7 +57,7 @@ def renamed(name: str) -> pydicom.Dataset:
     """Sample ``name`` with new study/series/instance UIDs, so variants of one image can coexist.
 
     Everything else, the pixel data included, keeps its stored form and transfer syntax."""
-    ds = pydicom.dcmread(testdata(name))
+    ds = pydicom.dcmread(sample_path(name))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     buffer = io.BytesIO()

@@ -6,7 +6,6 @@ off the event loop; other syntaxes are converted one instance at a time.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 
 import anyio
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from imagebridge.dicom import dicomjson
-from imagebridge.dicomweb import accept, multipart
+from imagebridge.dicomweb import accept, caching, multipart
 from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
 from imagebridge.index.lookup import Target
 from imagebridge.services import retrieve
@@ -26,23 +25,17 @@ _DICOM = "application/dicom"
 _JSON = ("application/dicom+json", "application/json")
 
 
-def _etag(parts: list[str]) -> str:
-    return '"' + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    return etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
-
-
 async def _retrieve(request: Request, archive: Archive, target: Target) -> Response:
-    choice = accept.choose(accept.parse(request.headers.get("accept")), [_DICOM], multipart_only=True)
+    ranges = accept.parse(request.headers.get("accept"))
+    accept.choose(ranges, [_DICOM], multipart_only=True)
     instances = await anyio.to_thread.run_sync(archive.lookup.instances, target)
-    renditions = retrieve.plan(instances, choice.transfer_syntax)
-    etag = _etag([f"{r.instance.blob_key}:{r.transfer_syntax}" for r in renditions])
-    if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag})
+    wanted = accept.dicom_syntaxes(ranges)
+    renditions = await anyio.to_thread.run_sync(retrieve.plan, archive.blobs, instances, wanted)
+    tag = caching.etag(*[f"{r.instance.blob_key}:{r.transfer_syntax}" for r in renditions])
+    if (cached := caching.not_modified(request, tag)) is not None:
+        return cached
     boundary = multipart.new_boundary()
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    headers = caching.headers(tag)
     heads = [
         multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={r.transfer_syntax}") for r in renditions
     ]
@@ -52,19 +45,29 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
     media_type = multipart.content_type(boundary, _DICOM)
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers, media_type=media_type)
-    body = _stream(archive, renditions, heads, boundary)
+    converted: dict[int, bytes] = {}
+    if len(renditions) == 1 and not renditions[0].as_stored:
+        # One instance: convert before answering, so that a failure is a 406, not a broken body.
+        converted[0] = await anyio.to_thread.run_sync(retrieve.rendition_bytes, archive.blobs, renditions[0])
+    body = _stream(archive, renditions, heads, boundary, converted)
     return StreamingResponse(body, media_type=media_type, headers=headers)
 
 
 async def _stream(
-    archive: Archive, renditions: list[retrieve.Rendition], heads: list[bytes], boundary: str
+    archive: Archive,
+    renditions: list[retrieve.Rendition],
+    heads: list[bytes],
+    boundary: str,
+    converted: dict[int, bytes],
 ) -> AsyncIterator[bytes]:
-    for head, rendition in zip(heads, renditions, strict=True):
+    for number, (head, rendition) in enumerate(zip(heads, renditions, strict=True)):
         yield head
         if rendition.as_stored:
             with archive.blobs.open(rendition.instance.blob_key) as fh:
                 while data := await anyio.to_thread.run_sync(fh.read, retrieve.CHUNK):
                     yield data
+        elif number in converted:
+            yield converted.pop(number)
         else:
             yield await anyio.to_thread.run_sync(retrieve.rendition_bytes, archive.blobs, rendition)
         yield multipart.CRLF
@@ -75,11 +78,11 @@ async def _metadata(request: Request, archive: Archive, base_url: str, target: T
     accept.choose(accept.parse(request.headers.get("accept")), _JSON, single_ok=_JSON)
     rows = await anyio.to_thread.run_sync(lambda: list(archive.lookup.metadata(target)))
     text = "[" + ",".join(rows) + "]"
-    etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
-    if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag})
+    tag = caching.etag(text)
+    if (cached := caching.not_modified(request, tag)) is not None:
+        return cached
     body = text.replace(f'"{dicomjson.BASE}/', f'"{base_url}/')
-    return Response(body, media_type="application/dicom+json", headers={"ETag": etag})
+    return Response(body, media_type="application/dicom+json", headers=caching.headers(tag))
 
 
 @router.api_route("/studies/{study}", methods=["GET", "HEAD"], summary="Retrieve a study")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from imagebridge.dicom import syntaxes, transcode
+from pydicom.dataset import Dataset
+
+from imagebridge.dicom import pixels, syntaxes, transcode
 from imagebridge.errors import CannotTranscode, StorageFailure
 from imagebridge.index.lookup import StoredInstance
 from imagebridge.storage.base import BlobStore
@@ -27,17 +29,40 @@ class Rendition:
         return self.transfer_syntax == self.instance.transfer_syntax
 
 
-def plan(instances: list[StoredInstance], requested: str | None) -> list[Rendition]:
-    """Decide each instance's transfer syntax: ``*`` keeps the stored one; none asked means
-    Explicit VR Little Endian (PS3.18 §8.7.3.5.2)."""
-    wanted = requested or syntaxes.DEFAULT_SYNTAX
-    renditions = []
-    for instance in instances:
-        target = instance.transfer_syntax if wanted == ANY_SYNTAX else wanted
-        if target != instance.transfer_syntax and not syntaxes.is_known(target):
-            raise CannotTranscode(f"transfer syntax {target} is not known to this server")
-        renditions.append(Rendition(instance, target))
-    return renditions
+def plan(blobs: BlobStore, instances: list[StoredInstance], wanted: Sequence[str | None]) -> list[Rendition]:
+    """Each instance's transfer syntax: the first of ``wanted`` (best first) it can be sent in.
+
+    ``*`` keeps the stored syntax; None (no parameter) means Explicit VR Little Endian
+    (PS3.18 §8.7.3.5.2). Whether a conversion can be done is decided here, before any byte of
+    the response is sent; an instance that fits none raises CannotTranscode (406).
+    """
+    targets = [syntaxes.DEFAULT_SYNTAX if w is None else w for w in wanted] or [syntaxes.DEFAULT_SYNTAX]
+    return [_rendition(blobs, instance, targets) for instance in instances]
+
+
+def _rendition(blobs: BlobStore, instance: StoredInstance, targets: list[str]) -> Rendition:
+    header: Dataset | None = None
+    reasons = []
+    for target in targets:
+        syntax = instance.transfer_syntax if target == ANY_SYNTAX else target
+        if header is None and instance.number_of_frames is not None and syntax != instance.transfer_syntax:
+            header = _header(blobs, instance)
+        reason = transcode.obstacle(instance.transfer_syntax, syntax, header)
+        if reason is None:
+            return Rendition(instance, syntax)
+        reasons.append(reason)
+    raise CannotTranscode(
+        f"instance {instance.sop_uid} cannot be sent in the transfer syntax asked for: {'; '.join(reasons)}. "
+        'Ask with transfer-syntax=* (multipart/related; type="application/dicom"; transfer-syntax=*) '
+        "for the stored bytes"
+    )
+
+
+def _header(blobs: BlobStore, instance: StoredInstance) -> Dataset:
+    path = blobs.path(instance.blob_key)
+    if path is None:
+        raise StorageFailure("this blob store cannot transcode in place")
+    return pixels.read_header(path)
 
 
 def stored_chunks(blobs: BlobStore, instance: StoredInstance, chunk: int = CHUNK) -> Iterator[bytes]:
