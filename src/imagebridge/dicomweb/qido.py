@@ -73,6 +73,8 @@ def parse_query(request: Request, level: Level, study_uid: str | None, series_ui
                 f"matching on the sequence item key {name} is not supported and was ignored"
             )
             continue
+        if any(ord(c) < 0x20 for c in value):
+            raise InvalidQuery(f"the value of {name} contains control characters")
         values.setdefault(path[0], []).append(value)
     for tag, given in values.items():
         parsed.query.criteria.extend(_criteria(tag, given))
