@@ -61,8 +61,9 @@ def decode_frame(path: Path, number: int) -> np.ndarray:
     try:
         try:
             return pixel_array(path, index=number - 1)
-        except AttributeError:
-            # Deflated files hide their pixel data from the file-based reader; read the dataset.
+        except (AttributeError, ValueError):
+            # The file-based reader (one frame, no full read) misses pixel data in deflated files
+            # and trips on some odd offset tables; the dataset-based reader copes with both.
             return pixel_array(pydicom.dcmread(path), index=number - 1)
     except Exception as exc:  # decoders raise many types on data they cannot handle
         log.info("decoding frame %d of %s failed: %s", number, path.name, exc)
