@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         default=False,
         description="Store a different object under an existing SOP Instance UID by replacing it.",
     )
+    http_workers: int = Field(
+        default=1, ge=1, le=64, description="HTTP worker processes; each uses one core for CPU-bound work."
+    )
     qido_max_limit: int = 1000
     qido_default_limit: int = 1000
     cors_origins: list[str] = Field(default_factory=list)
