@@ -85,12 +85,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--qido-sizes",
         type=_sizes,
-        help="tiny instances indexed for each QIDO round (default 10000,100000; quick 500,2000)",
+        help="tiny instances indexed for each QIDO round (default 10000,100000; quick 300,1000)",
     )
     p.add_argument(
         "--memory-slices",
         type=int,
-        help="slices of the study streamed for the peak-memory row (default 4000 ≈ 2.1 GB; quick 300)",
+        help="slices of the study streamed for the peak-memory row (default 4000 ≈ 2.1 GB; quick 200)",
     )
     p.add_argument(
         "--clients", type=int, default=4, help="concurrent clients for STOW-RS and loading (default 4)"
@@ -131,7 +131,7 @@ FULL = {
     "memory_slices": 4000,
     "max_minutes": 25.0,
 }
-QUICK = {"ct_slices": 60, "frames": 40, "qido_sizes": (500, 2_000), "memory_slices": 300, "max_minutes": 4.0}
+QUICK = {"ct_slices": 60, "frames": 40, "qido_sizes": (300, 1_000), "memory_slices": 200, "max_minutes": 4.0}
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

@@ -120,9 +120,15 @@ def stow_concurrently(
                     failed.set()
                     raise
 
-    with ThreadPoolExecutor(max_workers=clients) as pool:
+    pool = ThreadPoolExecutor(max_workers=clients)
+    try:
         for future in [pool.submit(worker) for _ in range(clients)]:
             future.result()
+    except BaseException:  # also Ctrl-C: let the workers stop after their current request
+        failed.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def get_streamed(http: httpx.Client, url: str, accept: str) -> int:

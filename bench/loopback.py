@@ -64,7 +64,7 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def ceiling_bytes_per_s(payload: bytes, reps: int = 3) -> float:
+def ceiling_bytes_per_s(payload: bytes, reps: int = 5) -> float:
     """Best of ``reps`` transfers of ``payload`` (the concatenated study files)."""
     view = memoryview(payload)
     return max(len(payload) / _send_once(view) for _ in range(reps))

@@ -18,7 +18,9 @@ if __package__ in (None, ""):  # ``python bench/run.py``
 
 import contextlib
 import importlib.metadata
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -106,6 +108,10 @@ def collect_facts(suite: Suite, cfg: Config, argv: list[str]) -> dict[str, str]:
         f"QIDO {cfg.qido.warmup}+{cfg.qido.reps} (warm-up+timed); throughput is the median run"
     )
     facts.update(suite.facts)
+    start, end = (" / ".join(f"{v:.2f}" for v in load) for load in (suite.load_at_start, os.getloadavg()))
+    facts["Load average"] = (
+        f"{start} at start, {end} at end (1/5/15 min; other work on the machine skews results)"
+    )
     return facts
 
 
@@ -144,12 +150,29 @@ def build_report(suite: Suite, cfg: Config, argv: list[str]) -> Report:
         report.absolute_target(rows, TARGET_NAMES["memory"], "memory"),
     ]
     notes = list(suite.notes)
+    busy = max(suite.load_at_start[0], os.getloadavg()[0])
+    if busy > 0.5 * (os.cpu_count() or 1):
+        notes.append(
+            f"the machine was busy (1-min load average up to {busy:.1f} on {os.cpu_count()} CPUs): "
+            "ratios are noisy, rerun on a quiet machine before trusting a PASS or FAIL"
+        )
     notes += [f"{name} not measured: {reason}" for name, reason in suite.down.items()]
     return Report(rows, collect_facts(suite, cfg, argv), notes, targets)
 
 
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both unwind to the ``finally`` that stops the servers."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _interrupt_on_signals()
     cfg = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
     problem = servers.orthanc_problem()

@@ -195,28 +195,31 @@ def probe_imagebridge(exe: Path) -> ImagebridgeCli:
     )
 
 
-def imagebridge_add_peer(cli: ImagebridgeCli, data_dir: Path, peer: DicomPeer) -> str | None:
-    """Register the bench's storescp as a C-MOVE destination; returns an error text or None."""
-    cmd = [
-        str(cli.exe),
-        "peer",
-        "add",
-        "storescp",
-        "--aet",
-        peer.aet,
-        "--host",
-        peer.host,
-        "--port",
-        str(peer.port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_cli_env())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`imagebridge peer add` failed: {exc}"
-    if out.returncode != 0:
-        return f"`imagebridge peer add` exited {out.returncode}: {(out.stderr or out.stdout).strip()[-200:]}"
+def imagebridge_add_peers(cli: ImagebridgeCli, data_dir: Path, peers: list[DicomPeer]) -> str | None:
+    """Register the bench's AEs (callers and the C-MOVE destination); returns an error text or None."""
+    for peer in peers:
+        cmd = [
+            str(cli.exe),
+            "peer",
+            "add",
+            peer.aet.lower(),
+            "--aet",
+            peer.aet,
+            "--host",
+            peer.host,
+            "--port",
+            str(peer.port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_cli_env())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`imagebridge peer add` failed: {exc}"
+        if out.returncode != 0:
+            return (
+                f"`imagebridge peer add` exited {out.returncode}: {(out.stderr or out.stdout).strip()[-200:]}"
+            )
     return None
 
 
@@ -272,6 +275,15 @@ def _spawn(args: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes
 
 
 def _wait_ready(server: Server, url: str) -> None:
+    """Poll ``url`` until 200; a server that never gets there (or a Ctrl-C meanwhile) is stopped."""
+    try:
+        _poll_until_ready(server, url)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def _poll_until_ready(server: Server, url: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
@@ -283,7 +295,6 @@ def _wait_ready(server: Server, url: str) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-    server.stop()
     raise ServerError(f"{server.name} did not answer 200 on {url} within {READY_TIMEOUT_S:.0f}s")
 
 

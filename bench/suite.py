@@ -6,6 +6,7 @@ becomes that server's cell text (the other server's number still counts) and nev
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from rich.console import Console
 from bench import dimse, loopback, servers, synth, workloads
 from bench.config import Config
 from bench.report import IB, ORTHANC, Better, Row
-from bench.servers import ImagebridgeCli, Server
+from bench.servers import DicomPeer, ImagebridgeCli, Server
 
 Result = dict[str, float] | str
 MB = 1e6
@@ -45,6 +46,7 @@ class Suite:
         self.scp: dimse.StoreScp | None = None
         self.ib_dimse_problem: str | None = None
         self.started = time.monotonic()
+        self.load_at_start = os.getloadavg()
         self.deadline = self.started + cfg.max_minutes * 60
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -60,9 +62,8 @@ class Suite:
             return
         with_dimse = self.scp is not None and self.ib_dimse_problem is None
         if with_dimse and self.scp is not None:
-            self.ib_dimse_problem = servers.imagebridge_add_peer(
-                cli, self.work_dir / IB / "data", self.scp.peer
-            )
+            callers = [self.scp.peer, DicomPeer(dimse.CALLING_AET, self.scp.peer.port)]
+            self.ib_dimse_problem = servers.imagebridge_add_peers(cli, self.work_dir / IB / "data", callers)
             with_dimse = self.ib_dimse_problem is None
         self._start(IB, lambda: servers.start_imagebridge(cli, self.work_dir / IB, with_dimse))
 
@@ -162,7 +163,7 @@ class Suite:
         self.ceiling = loopback.ceiling_bytes_per_s(payload)
         self.client_ceiling = loopback.client_ceiling_bytes_per_s(len(payload))
         self.facts["Loopback ceiling"] = (
-            f"{self.ceiling / 1e9:.2f} GB/s (the {size} study over a plain TCP socket between two processes, best of 3)"
+            f"{self.ceiling / 1e9:.2f} GB/s (the {size} study over a plain TCP socket between two processes, best of 5)"
         )
         self.facts["httpx client ceiling"] = (
             f"{self.client_ceiling / 1e9:.2f} GB/s (the bench's streaming httpx reader downloading {size} from a "
