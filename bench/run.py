@@ -170,6 +170,30 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def run_suite(suite: Suite, cli: servers.ImagebridgeCli | None, ib_problem: str | None) -> bool:
+    """Start the servers, run the workloads, always stop the servers; True if interrupted."""
+    cfg = suite.cfg
+    with contextlib.ExitStack() as stack:
+        try:
+            if cfg.runs("loopback"):
+                suite.run_loopback()
+            if cfg.runs("dimse") and not dimse.missing_tools():
+                suite.scp = stack.enter_context(dimse.StoreScp(suite.work_dir / "storescp"))
+            if cli is not None:
+                suite.ib_dimse_problem = cli.dimse_problem
+            suite.start_servers(cli, ib_problem)
+            suite.facts["Orthanc DICOMweb plugin"] = _orthanc_plugin_version(suite)
+            run_workloads(suite, cfg)
+        except KeyboardInterrupt:
+            suite.console.print(
+                "[yellow]interrupted — stopping the servers, then printing what was measured[/yellow]"
+            )
+            return True
+        finally:
+            suite.stop_servers()
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _interrupt_on_signals()
@@ -183,25 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     cli, ib_problem = probe_imagebridge(cfg)
     work_dir = Path(tempfile.mkdtemp(prefix="imagebridge-bench-", dir=cfg.work_dir))
     suite = Suite(cfg, data, work_dir, console)
-    interrupted = False
-    with contextlib.ExitStack() as stack:
-        try:
-            if cfg.runs("loopback"):
-                suite.run_loopback()
-            if cfg.runs("dimse") and not dimse.missing_tools():
-                suite.scp = stack.enter_context(dimse.StoreScp(work_dir / "storescp"))
-            if cli is not None:
-                suite.ib_dimse_problem = cli.dimse_problem
-            suite.start_servers(cli, ib_problem)
-            suite.facts["Orthanc DICOMweb plugin"] = _orthanc_plugin_version(suite)
-            run_workloads(suite, cfg)
-        except KeyboardInterrupt:
-            interrupted = True
-            console.print(
-                "[yellow]interrupted — stopping the servers and printing what was measured[/yellow]"
-            )
-        finally:
-            suite.stop_servers()
+    interrupted = run_suite(suite, cli, ib_problem)
     result = build_report(suite, cfg, argv)
     if interrupted:
         result.notes.append("run interrupted with Ctrl-C; rows after the interruption are missing")

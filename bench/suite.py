@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import dimse, loopback, servers, synth, workloads
+from bench import dimse, loopback, servers, synth, tiny, workloads
 from bench.config import Config
 from bench.report import IB, ORTHANC, Better, Row
 from bench.servers import DicomPeer, ImagebridgeCli, Server
@@ -293,7 +293,7 @@ class Suite:
     def run_qido(self) -> None:
         loaded, rates = 0, dict[str, float]()
         for size in self.cfg.qido_sizes:
-            parts = synth.tiny_instances(loaded, size)
+            parts = tiny.instances(loaded, size)
             label = f"QIDO setup: STOW-RS of {len(parts):,} tiny instances"
             self._skip_slow_loads(len(parts), rates)
             load = partial(self._load_tiny, parts=parts)
@@ -323,8 +323,8 @@ class Suite:
                 )
 
     def _qido_queries(self, size: int) -> None:
-        studies = synth.tiny_studies(size)
-        pid = synth.tiny_patient_id(size // 2)
+        studies = tiny.studies(size)
+        pid = tiny.patient_id(size // 2)
         in_2020 = sum(1 for s in studies if s["study_date"].startswith("2020"))
         queries = [
             ({"PatientName": "MILLER*"}, sum(1 for s in studies if s["name"].startswith("MILLER^"))),

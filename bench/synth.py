@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +91,7 @@ def _noise(rng: np.random.Generator) -> np.ndarray:
 # --- CT series -----------------------------------------------------------------------------------
 
 
-def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+def file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
@@ -121,7 +119,7 @@ def _patient_study(ds: Dataset, tag: int, name: str, patient_id: str) -> None:
 def _ct_slice(tag: int, index: int, count: int, pixels: np.ndarray) -> Dataset:
     ds = Dataset()
     sop_uid = uid(tag, KIND_INSTANCE, index + 1)
-    ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid)
+    ds.file_meta = file_meta(CT_IMAGE_STORAGE, sop_uid)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -144,7 +142,7 @@ def _ct_slice(tag: int, index: int, count: int, pixels: np.ndarray) -> Dataset:
     ds.XRayTubeCurrent = 250
     ds.ConvolutionKernel = "STANDARD"
     ds.AcquisitionNumber = 1
-    _grayscale(ds, pixels, bits_stored=12)
+    grayscale(ds, pixels, bits_stored=12)
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
@@ -153,7 +151,7 @@ def _ct_slice(tag: int, index: int, count: int, pixels: np.ndarray) -> Dataset:
     return ds
 
 
-def _grayscale(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
+def grayscale(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape[-2], pixels.shape[-1]
@@ -198,7 +196,7 @@ def multiframe(cache: Path, frames: int, tag: int = MULTIFRAME_TAG) -> StudyFile
 def _multiframe_dataset(tag: int, stack: np.ndarray) -> Dataset:
     ds = Dataset()
     sop_uid = uid(tag, KIND_INSTANCE)
-    ds.file_meta = _file_meta(MF_GRAYSCALE_WORD_SC, sop_uid)
+    ds.file_meta = file_meta(MF_GRAYSCALE_WORD_SC, sop_uid)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SOPClassUID = MF_GRAYSCALE_WORD_SC
@@ -212,192 +210,13 @@ def _multiframe_dataset(tag: int, stack: np.ndarray) -> Dataset:
     ds.NumberOfFrames = stack.shape[0]
     ds.FrameIncrementPointer = (0x0018, 0x2005)
     ds.SliceLocationVector = [round(-i * 1.25, 2) for i in range(stack.shape[0])]
-    _grayscale(ds, stack, bits_stored=12)
+    grayscale(ds, stack, bits_stored=12)
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
     ds.RescaleType = "US"
     ds.WindowCenter = 1064
     ds.WindowWidth = 400
     return ds
-
-
-# --- many tiny instances for QIDO ----------------------------------------------------------------
-
-SURNAMES = (
-    "SMITH",
-    "JOHNSON",
-    "WILLIAMS",
-    "BROWN",
-    "JONES",
-    "GARCIA",
-    "MILLER",
-    "DAVIS",
-    "RODRIGUEZ",
-    "MARTINEZ",
-    "HERNANDEZ",
-    "LOPEZ",
-    "GONZALEZ",
-    "WILSON",
-    "ANDERSON",
-    "THOMAS",
-    "TAYLOR",
-    "MOORE",
-    "JACKSON",
-    "MARTIN",
-    "LEE",
-    "PEREZ",
-    "THOMPSON",
-    "WHITE",
-    "HARRIS",
-    "SANCHEZ",
-    "CLARK",
-    "RAMIREZ",
-    "LEWIS",
-    "ROBINSON",
-    "WALKER",
-    "YOUNG",
-    "ALLEN",
-    "KING",
-    "WRIGHT",
-    "SCOTT",
-    "TORRES",
-    "NGUYEN",
-    "HILL",
-    "FLORES",
-)
-GIVEN = (
-    "ANNA",
-    "BEN",
-    "CARLA",
-    "DAVID",
-    "EMMA",
-    "FELIX",
-    "GRETA",
-    "HUGO",
-    "IRIS",
-    "JONAS",
-    "KARIN",
-    "LUKAS",
-    "MARIA",
-    "NOAH",
-    "OLGA",
-    "PAUL",
-    "ROSA",
-    "SVEN",
-    "TINA",
-    "URS",
-)
-MODALITIES = ("CT", "MR", "CR", "US")
-INSTANCES_PER_STUDY = 10
-INSTANCES_PER_SERIES = 5
-STUDIES_PER_PATIENT = 2
-NAME_WIDTH = 20
-
-
-@dataclass(frozen=True)
-class TinyFields:
-    """Where each varying value sits in the encoded template, so instances are built by slicing."""
-
-    template: bytes
-    slots: tuple[tuple[int, int, str], ...]  # (offset, length, field name), sorted by offset
-
-
-_PLACEHOLDERS: dict[str, str] = {
-    "name": "Q" * NAME_WIDTH,
-    "pid": "PQQQQQQQQQ",
-    "acc": "AQQQQQQQQQ",
-    "study_date": "19010203",
-    "modality": "OT",
-    "study": uid(QIDO_TAG, KIND_STUDY, 9_999_991),
-    "series": uid(QIDO_TAG, KIND_SERIES, 99_999_992),
-    "sop": uid(QIDO_TAG, KIND_INSTANCE, 999_999_993),
-}
-
-
-def _tiny_template() -> TinyFields:
-    p = _PLACEHOLDERS
-    ds = Dataset()
-    ds.file_meta = _file_meta(SECONDARY_CAPTURE, p["sop"])
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = p["sop"]
-    ds.StudyDate, ds.StudyTime = p["study_date"], "083000"
-    ds.AccessionNumber = p["acc"]
-    ds.Modality = p["modality"]
-    ds.ConversionType = "WSD"
-    ds.ReferringPhysicianName = ""
-    ds.PatientName, ds.PatientID = p["name"], p["pid"]
-    ds.PatientBirthDate, ds.PatientSex = "", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = p["study"], p["series"]
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
-    _grayscale(ds, np.arange(64, dtype=np.uint16).reshape(8, 8), bits_stored=16)
-    buf = BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    template = buf.getvalue()
-    slots: list[tuple[int, int, str]] = []
-    for name, value in p.items():
-        raw = value.encode()
-        start, expected = 0, 2 if name == "sop" else 1
-        for _ in range(expected):
-            start = template.index(raw, start)
-            slots.append((start, len(raw), name))
-            start += len(raw)
-        if template.count(raw) != expected:
-            raise AssertionError(f"placeholder {name} is not unique in the template")
-    return TinyFields(template, tuple(sorted(slots)))
-
-
-def _tiny_values(i: int) -> dict[str, bytes]:
-    study = i // INSTANCES_PER_STUDY
-    patient = study // STUDIES_PER_PATIENT
-    name = f"{SURNAMES[patient % len(SURNAMES)]}^{GIVEN[(patient // len(SURNAMES)) % len(GIVEN)]}"
-    day = date(2015, 1, 1) + timedelta(days=(study * 7919) % 3650)
-    return {
-        "name": name.ljust(NAME_WIDTH).encode(),
-        "pid": f"P{1_000_000_00 + patient}".encode(),
-        "acc": f"A{1_000_000_00 + study}".encode(),
-        "study_date": day.strftime("%Y%m%d").encode(),
-        "modality": MODALITIES[study % len(MODALITIES)].encode(),
-        "study": uid(QIDO_TAG, KIND_STUDY, 1_000_000 + study).encode(),
-        "series": uid(QIDO_TAG, KIND_SERIES, 10_000_000 + i // INSTANCES_PER_SERIES).encode(),
-        "sop": uid(QIDO_TAG, KIND_INSTANCE, 100_000_000 + i).encode(),
-    }
-
-
-def tiny_patient_id(i: int) -> str:
-    """The Patient ID of tiny instance ``i`` (for exact-match QIDO queries)."""
-    return f"P{1_000_000_00 + i // INSTANCES_PER_STUDY // STUDIES_PER_PATIENT}"
-
-
-def tiny_studies(count: int) -> list[dict[str, str]]:
-    """Values of each study that the first ``count`` tiny instances touch (to check QIDO answers)."""
-    studies = -(-count // INSTANCES_PER_STUDY)
-    return [
-        {k: v.decode().strip() for k, v in _tiny_values(s * INSTANCES_PER_STUDY).items()}
-        for s in range(studies)
-    ]
-
-
-def tiny_instances(start: int, stop: int) -> list[bytes]:
-    """Tiny 8x8 instances number ``start``..``stop-1``: 10 per study, 2 studies per patient."""
-    fields = _tiny_template()
-    out: list[bytes] = []
-    for i in range(start, stop):
-        values = _tiny_values(i)
-        out.append(_render(fields, values))
-    return out
-
-
-def _render(fields: TinyFields, values: dict[str, bytes]) -> bytes:
-    parts: list[bytes] = []
-    pos = 0
-    for offset, length, name in fields.slots:
-        value = values[name]
-        if len(value) != length:
-            raise AssertionError(f"{name} value {value!r} does not fit {length} bytes")
-        parts += [fields.template[pos:offset], value]
-        pos = offset + length
-    parts.append(fields.template[pos:])
-    return b"".join(parts)
 
 
 def batched(items: Sequence[bytes], size: int) -> Iterator[Sequence[bytes]]:
