@@ -79,3 +79,43 @@ def test_serve_refuses_a_postgresql_index_that_was_not_upgraded(tmp_path: Path) 
         assert "Traceback" not in result.stderr
     finally:
         databases.close()
+
+
+def test_serve_with_two_workers_stores_and_finds(tmp_path: Path) -> None:
+    from tests.samples import sample
+
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--no-dicom", "--workers", "2", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert process.stdout is not None
+        url = None
+        while url is None:
+            line = process.stdout.readline()
+            assert line, "serve exited before printing its URL"
+            if match := re.search(r"DICOMweb root\s+(http://127\.0\.0\.1:\d+)/dicomweb", line):
+                url = match.group(1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = (
+            b"--b\r\nContent-Type: application/dicom\r\n\r\n"
+            + sample("CT_small.dcm").read_bytes()
+            + b"\r\n--b--\r\n"
+        )
+        headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+        assert httpx.post(f"{url}/dicomweb/studies", content=body, headers=headers).status_code == 200
+        # Whichever worker answers, it sees the same index.
+        for _ in range(6):
+            assert len(httpx.get(f"{url}/dicomweb/studies").json()) == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -54,9 +54,16 @@ def serve(
     allow_any_caller: Annotated[
         bool, typer.Option("--allow-any-caller", help="Accept DICOM calls from AE titles that are not peers.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="HTTP worker processes (default 1; the number of cores for throughput)."
+        ),
+    ] = None,
 ) -> None:
     """Start the archive: DICOMweb at /dicomweb, API docs at /docs, DICOM listener on port 11112."""
     from imagebridge.cli import samples
+    from imagebridge.web import workers as http_workers
     from imagebridge.web.app import create_app
     from imagebridge.web.server import bind, make_server
 
@@ -71,6 +78,7 @@ def serve(
         ae_title=aet,
         dicom_enabled=False if no_dicom else None,
         allow_any_caller=True if allow_any_caller else None,
+        http_workers=workers,
     )
     # An embedded index is upgraded in place; a shared PostgreSQL index is upgraded
     # deliberately with `imagebridge db upgrade`, not by whichever worker starts first.
@@ -87,9 +95,14 @@ def serve(
     console.print(f"  API docs       {base}/docs")
     console.print(f"  health         {base}/healthz")
     listener = _start_dicom(archive)
+    if settings.http_workers > 1:
+        console.print(f"  HTTP workers   {settings.http_workers} processes")
     console.print("Press Ctrl+C to stop.")
     try:
-        make_server(create_app(archive)).run(sockets=[sock])
+        if settings.http_workers > 1:
+            http_workers.run(settings, sock)
+        else:
+            make_server(create_app(archive)).run(sockets=[sock])
     finally:
         if listener is not None:
             listener.stop()
