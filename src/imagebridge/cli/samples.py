@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,20 @@ def load_once(archive: Archive) -> importer.Summary | None:
             importer.import_candidate(archive.ingest, candidate, summary)
     marker.write_text("sample data loaded\n")
     console.print(
-        f"sample data: {summary.stored} instances stored in {len(summary.studies)} studies "
-        f"({len(summary.refused)} refused, {len(summary.skipped)} not DICOM)"
+        f"sample data: {summary.stored} instances stored in {len(summary.studies)} studies; "
+        f"{len(summary.skipped)} files are not DICOM"
     )
+    for reason, count in refusal_reasons(summary).most_common():
+        console.print(f"  {count} refused: {reason}")
     return summary
+
+
+def refusal_reasons(summary: importer.Summary) -> Counter[str]:
+    """Refusals grouped by kind: the sample sets hold many variants of one image under one UID."""
+    kinds: Counter[str] = Counter()
+    for _name, reason in summary.refused:
+        if "already stored as SOP Instance" in reason:
+            kinds["a variant of an image already stored under the same SOP Instance UID"] += 1
+        else:
+            kinds[reason.split(":")[0]] += 1
+    return kinds
