@@ -114,3 +114,71 @@ peers = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 """Remote DICOM application entities (PS3.8 §7.1) known by name: callers allowed in, C-MOVE destinations."""
+
+fhir_patient_ids = Table(
+    "fhir_patient_ids",
+    metadata,
+    Column("fhir_id", String(64), primary_key=True),
+    Column("patient_id", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    UniqueConstraint("patient_id", "issuer"),
+)
+"""FHIR logical ids of archive patients: a digest of (PatientID, IssuerOfPatientID), so never reused."""
+
+auth_users = Table(
+    "auth_users",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("patients", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""People who sign in at /oauth/authorize; ``patients`` lists the FHIR Patient ids they may act for."""
+
+auth_clients = Table(
+    "auth_clients",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(128), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("redirect_uris", Text, nullable=False),
+    Column("jwks", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""Registered SMART apps and backend services (RFC 7591 metadata plus a pre-authorized access policy)."""
+
+auth_tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("grant_id", String(64), nullable=False, index=True),
+    Column("client_id", String(128), nullable=False, index=True),
+    Column("scope", Text, nullable=False),
+    Column("patient", String(64), nullable=True),
+    Column("fhir_user", Text, nullable=True),
+    Column("subject", String(128), nullable=True),
+    Column("data", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("revoked", Boolean, nullable=False),
+)
+"""Authorization codes, access and refresh tokens, stored as SHA-256 digests, never in plain text."""
+
+auth_assertion_jtis = Table(
+    "auth_assertion_jtis",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(128), nullable=False),
+    Column("jti", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("client_id", "jti"),
+)
+"""``jti`` of client assertions already used, kept until they expire (SMART client-confidential-asymmetric)."""
