@@ -98,24 +98,25 @@ def send_file(
     try:
         return send(path, *args, **kwargs)
     except ValueError as exc:
-        syntax = _accepted_syntax(assoc, sop_class)
-        if syntax is None:
-            raise
-        log.info("peer refused the stored syntax of %s (%s); sending it as %s", path.name, exc, syntax.name)
-        try:
-            converted = pydicom.dcmread(io.BytesIO(transcode.transcode(path, syntax)))
-        except CannotTranscode:
-            raise ValueError(f"no accepted presentation context can carry {path.name}") from exc
-        return send(converted, *args, **kwargs)
+        for syntax in _accepted_syntaxes(assoc, sop_class):
+            try:
+                converted = pydicom.dcmread(io.BytesIO(transcode.transcode(path, syntax)))
+            except CannotTranscode:
+                continue
+            log.info(
+                "peer refused the stored syntax of %s (%s); sending it as %s", path.name, exc, syntax.name
+            )
+            return send(converted, *args, **kwargs)
+        raise ValueError(f"no accepted presentation context can carry {path.name}") from exc
     except AttributeError:
         return send(pydicom.dcmread(path), *args, **kwargs)  # file meta lacks what pynetdicom needs
 
 
-def _accepted_syntax(assoc: Association, sop_class: str) -> UID | None:
-    accepted = [
+def _accepted_syntaxes(assoc: Association, sop_class: str) -> list[UID]:
+    """The syntaxes the peer accepted for the class, Explicit then Implicit VR Little Endian first."""
+    accepted = {
         UID(cx.transfer_syntax[0])
         for cx in assoc.accepted_contexts
         if cx.abstract_syntax == sop_class and cx.transfer_syntax
-    ]
-    natives = [s for s in accepted if s in NATIVE]
-    return (natives or accepted)[0] if accepted else None
+    }
+    return [s for s in NATIVE if s in accepted] + sorted(accepted - set(NATIVE))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
@@ -42,6 +43,11 @@ QUERY_RETRIEVE = (
     StudyRootQueryRetrieveInformationModelGet,
 )
 MAX_PDU = 256 * 1024
+_NATIVE_LAST = (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+ACCEPTED_SYNTAXES = [s for s in ALL_TRANSFER_SYNTAXES if s not in _NATIVE_LAST] + list(_NATIVE_LAST)
+"""Our order of preference: when a sender offers several syntaxes in one context, pynetdicom takes
+the first of ours that it offers. Compressed first (a sender offers them only for data already
+compressed, so nothing is decompressed on the way) and Implicit VR, the default, last."""
 
 
 def make_ae(settings: Settings, ae_title: str) -> ApplicationEntity:
@@ -57,7 +63,7 @@ def make_ae(settings: Settings, ae_title: str) -> ApplicationEntity:
     for context in AllStoragePresentationContexts:
         # SCU and SCP roles, so that C-GET requesters (SCP role for storage) are accepted too.
         ae.add_supported_context(
-            str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            str(context.abstract_syntax), ACCEPTED_SYNTAXES, scu_role=True, scp_role=True
         )
     for model in QUERY_RETRIEVE:
         ae.add_supported_context(model)
