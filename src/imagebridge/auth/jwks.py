@@ -1,0 +1,65 @@
+"""This server's signing key (RFC 7517): generated into the data directory on first start, never committed.
+
+It signs OpenID Connect ``id_token``s (RS256, OpenID Connect Core §15.1) and the short-lived
+sign-in tickets that carry an authorization request from the sign-in page to the consent page.
+Only the public half is published at ``/oauth/jwks``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
+
+ALGORITHM = "RS256"
+_FILE = "oauth-signing-key.json"
+
+
+class SigningKey:
+    def __init__(self, key: RSAKey) -> None:
+        self.key = key
+
+    @property
+    def kid(self) -> str:
+        return str(self.key.kid)
+
+    def public_jwks(self) -> dict[str, Any]:
+        public = self.key.as_dict(private=False)
+        return {"keys": [{**public, "use": "sig", "alg": ALGORITHM, "kid": self.kid}]}
+
+    def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
+        header = {"alg": ALGORITHM, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, claims, self.key, algorithms=[ALGORITHM])
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT this key signed, or None if it did not sign it."""
+        try:
+            claims: dict[str, Any] = jwt.decode(token, self.key, algorithms=[ALGORITHM]).claims
+        except (JoseError, ValueError):
+            return None
+        return claims
+
+
+def load_or_create(data_dir: Path) -> SigningKey:
+    """Read the key from the data directory, or make one there (RSA 2048, file mode 0600)."""
+    path = data_dir / _FILE
+    if path.exists():
+        return SigningKey(RSAKey.import_key(json.loads(path.read_text())))
+    key = RSAKey.generate_key(2048, auto_kid=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(key.as_dict(private=True), fh)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        tmp.unlink()
+        return SigningKey(RSAKey.import_key(json.loads(path.read_text())))
+    tmp.unlink()
+    return SigningKey(key)

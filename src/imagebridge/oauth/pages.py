@@ -1,0 +1,106 @@
+"""Server-rendered sign-in and consent pages: plain HTML, no script, labelled controls, fits a phone."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from imagebridge.auth.scopes import parse
+
+_STYLE = """
+body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:1rem;background:#f6f7f9;color:#111}
+main{max-width:28rem;margin:2rem auto;background:#fff;padding:1.5rem;border-radius:.5rem;box-shadow:0 1px 3px #0002}
+h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.75rem 0 .25rem;font-weight:600}
+input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #777;border-radius:.3rem}
+fieldset{border:1px solid #ccc;border-radius:.3rem;margin:1rem 0}fieldset label{font-weight:400;display:flex;gap:.5rem;align-items:flex-start}
+button{font-size:1rem;padding:.7rem 1.2rem;margin:.5rem .5rem 0 0;border-radius:.3rem;border:1px solid #0b57d0;cursor:pointer}
+.primary{background:#0b57d0;color:#fff}.secondary{background:#fff;color:#0b57d0}
+.error{color:#a50e0e;background:#fce8e6;padding:.5rem;border-radius:.3rem}
+:focus-visible{outline:3px solid #f9ab00;outline-offset:2px}
+"""
+
+_SCOPE_TEXT = {
+    "openid": "Confirm who you are to the app",
+    "fhirUser": "Tell the app which person you are",
+    "launch/patient": "Let the app know which patient's record you chose",
+    "offline_access": "Keep access after you close the app, until you revoke it",
+    "online_access": "Keep access while you are using the app",
+}
+_PERMS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+def describe(scope: str) -> str:
+    if scope in _SCOPE_TEXT:
+        return _SCOPE_TEXT[scope]
+    parsed = parse(scope).clinical[0]
+    what = "all kinds of records" if parsed.resource == "*" else f"{parsed.resource} records"
+    verbs = ", ".join(_PERMS[p] for p in "cruds" if p in parsed.permissions)
+    whose = {"patient": "of the selected patient", "user": "you can access", "system": "of the organisation"}[
+        parsed.level
+    ]
+    return f"{verbs.capitalize()} {what} {whose}"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)} · imagebridge</title><style>{_STYLE}</style></head>"
+        f"<body><main>{body}</main></body></html>"
+    )
+
+
+def _hidden(fields: dict[str, Any]) -> str:
+    return "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
+        for k, v in fields.items()
+        if v is not None
+    )
+
+
+def sign_in(client_name: str, request_fields: dict[str, str], error: str | None = None) -> str:
+    alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = (
+        f"<h1>Sign in</h1><p><strong>{escape(client_name)}</strong> is asking to see health records.</p>{alert}"
+        '<form method="post" action="authorize">'
+        f"{_hidden(request_fields)}"
+        '<label for="username">User name</label>'
+        '<input type="text" id="username" name="username" autocomplete="username" required autofocus>'
+        '<label for="password">Password</label>'
+        '<input type="password" id="password" name="password" autocomplete="current-password" required>'
+        '<button class="primary" type="submit">Sign in</button></form>'
+    )
+    return _page("Sign in", body)
+
+
+def consent(
+    client_name: str, user_name: str, ticket: str, scopes: list[str], patients: list[tuple[str, str]]
+) -> str:
+    boxes = "".join(
+        f'<label><input type="checkbox" name="scope" value="{escape(s)}" checked> '
+        f"<span>{escape(describe(s))} <small>({escape(s)})</small></span></label>"
+        for s in scopes
+    )
+    chooser = ""
+    if len(patients) > 1:
+        radios = "".join(
+            f'<label><input type="radio" name="patient" value="{escape(pid)}" required{" checked" if i == 0 else ""}> '
+            f"<span>{escape(label)}</span></label>"
+            for i, (pid, label) in enumerate(patients)
+        )
+        chooser = f"<fieldset><legend>Whose records?</legend>{radios}</fieldset>"
+    body = (
+        f"<h1>Allow access?</h1><p>Signed in as <strong>{escape(user_name)}</strong>.</p>"
+        f"<p><strong>{escape(client_name)}</strong> would like to:</p>"
+        f'<form method="post" action="consent">{_hidden({"ticket": ticket})}{chooser}'
+        f"<fieldset><legend>Untick anything you do not want to share</legend>{boxes}</fieldset>"
+        '<button class="primary" type="submit" name="decision" value="approve">Allow</button>'
+        '<button class="secondary" type="submit" name="decision" value="deny">Deny</button></form>'
+    )
+    return _page("Allow access", body)
+
+
+def error(message: str) -> str:
+    return _page(
+        "Cannot continue", f'<h1>Cannot continue</h1><p class="error" role="alert">{escape(message)}</p>'
+    )
