@@ -10,6 +10,8 @@ from sqlalchemy import text
 from imagebridge import __version__
 from imagebridge.dicomweb import errors as http_errors
 from imagebridge.dicomweb.router import build_router
+from imagebridge.fhir import app as fhir
+from imagebridge.oauth import app as oauth
 from imagebridge.services.archive import Archive
 
 
@@ -32,6 +34,7 @@ def create_app(archive: Archive) -> FastAPI:
             expose_headers=["ETag", "Warning", "Content-Location", "Content-Range"],
         )
     app.include_router(build_router())
+    fhir.mount(app, archive, oauth.mount(app, archive))
     _health_routes(app, archive)
     return app
 
