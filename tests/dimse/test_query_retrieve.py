@@ -7,6 +7,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
 from imagebridge.config import Settings
 from imagebridge.dicom.matching import Level
@@ -108,31 +111,81 @@ def test_move_to_unknown_destination_is_a801(loaded: list[Path], me: Peer) -> No
     assert Scu(Settings(), "MOVER").move(me, query, "NOWHERE").status == 0xA801
 
 
-@pytest.mark.xfail(
-    reason="C-GET of CT_small: received bytes differ from the file on disk; not yet investigated",
-    strict=False,
-)
-def test_getscu_and_scu_get(loaded: list[Path], dimse: DimseServer, me: Peer, tmp_path: Path) -> None:
+def test_scu_get_of_every_sample_is_byte_identical(loaded: list[Path], me: Peer, tmp_path: Path) -> None:
+    """Our SCU lists the instances first (C-FIND with Available Transfer Syntax UID), proposes a
+    context per stored syntax, and writes what it receives as received."""
+    client = Scu(Settings(), "GETTER")
+    for study in sorted({_study(p).StudyInstanceUID for p in loaded}):
+        result = client.get(me, identifier(Level.STUDY, [f"StudyInstanceUID={study}"]), tmp_path / "got")
+        assert result.ok, hex(result.status)
+    received = {dataset_bytes(p) for p in (tmp_path / "got").iterdir()}
+    assert len(received) == len(loaded)
+    for path in loaded:
+        assert dataset_bytes(path) in received, path.name
+
+
+@pytest.mark.parametrize(("name", "prefer"), [(CT, "+xe"), ("MR_small_RLE.dcm", "+xr")])
+def test_getscu_is_byte_identical(
+    loaded: list[Path], dimse: DimseServer, tmp_path: Path, name: str, prefer: str
+) -> None:
+    """DCMTK ``getscu`` proposes one context per storage class with its preferred syntax first."""
     need("getscu")
-    study = {p.name: p for p in loaded}[CT]
-    uid = _study(study).StudyInstanceUID
+    got = tmp_path / "got"
+    got.mkdir()
+    ds = _study({p.name: p for p in loaded}[name])
     out = run(
-        "getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}",
-        "-od", str(tmp_path), "127.0.0.1", str(dimse.port),
+        "getscu", "-S", "-aec", AET, prefer, "+B", "-k", "QueryRetrieveLevel=IMAGE",
+        "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+        "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", "-od", str(got), "127.0.0.1", str(dimse.port),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-1500:]
-    sop = _study(study).SOPInstanceUID
-    query = identifier(
-        Level.IMAGE,
-        [
-            f"StudyInstanceUID={uid}",
-            f"SeriesInstanceUID={_study(study).SeriesInstanceUID}",
-            f"SOPInstanceUID={sop}",
-        ],
-    )
-    result = Scu(Settings(), "GETTER").get(me, query, tmp_path / "scu")
-    assert result.ok and result.completed >= 1
-    assert dataset_bytes(tmp_path / "scu" / f"{sop}.dcm") == dataset_bytes(study)
+    [received] = list(got.iterdir())
+    assert dataset_bytes(received) == dataset_bytes({p.name: p for p in loaded}[name])
+
+
+def test_getscu_uncompressed_only_gets_decompressed_copy(
+    loaded: list[Path], dimse: DimseServer, tmp_path: Path
+) -> None:
+    """A requester that accepts only uncompressed data gets an RLE instance decoded (lossless)."""
+    need("getscu")
+    got = tmp_path / "got"
+    got.mkdir()
+    ds = _study({p.name: p for p in loaded}["MR_small_RLE.dcm"])
+    out = run(
+        "getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=SERIES",
+        "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+        "-od", str(got), "127.0.0.1", str(dimse.port),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-1500:]
+    [received] = list(got.iterdir())
+    got = pydicom.dcmread(received)
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    original = pydicom.dcmread({p.name: p for p in loaded}["MR_small_RLE.dcm"])
+    assert (got.pixel_array == original.pixel_array).all()
+
+
+def test_get_into_big_endian_only_fails_cleanly(
+    loaded: list[Path], me: Peer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retired big endian syntax is never produced: a failed sub-operation and a log line."""
+    ds = _study({p.name: p for p in loaded}["MR_small_RLE.dcm"])
+    ae = AE("BIGENDIAN")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(ds.SOPClassUID, ExplicitVRBigEndian)
+    role = build_role(ds.SOPClassUID, scp_role=True)
+    query = identifier(Level.STUDY, [f"StudyInstanceUID={ds.StudyInstanceUID}"])
+    assoc = ae.associate(me.host, me.port, ae_title=AET, ext_neg=[role],
+                         evt_handlers=[(evt.EVT_C_STORE, lambda e: 0x0000)])  # fmt: skip
+    assert assoc.is_established
+    try:
+        statuses = [
+            int(answer.Status)
+            for answer, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+        ]
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0xA702  # all sub-operations failed (PS3.4 §C.4.3.1.4)
+    assert any("accepted only [Explicit VR Big Endian]" in r.getMessage() for r in caplog.records)
 
 
 def test_get_of_every_sample_by_pynetdicom_getscu(

@@ -142,3 +142,11 @@ def _targets(engine: Engine, identifier: Dataset, level: Level) -> Iterable[Targ
         Target(row["study_study_uid"], row.get("series_series_uid"), row.get("instance_sop_uid"))
         for row in rows
     ]
+
+
+def stored_syntaxes(engine: Engine, sop_uids: list[str]) -> dict[str, str]:
+    """SOP Instance UID -> stored transfer syntax, for the given instances."""
+    if not sop_uids:
+        return {}
+    query = Query(level=Level.IMAGE, criteria=[Criterion(SOP_UID, "\\".join(sop_uids))])
+    return {r["instance_sop_uid"]: r["instance_transfer_syntax"] for r in index_search.search(engine, query)}

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -192,18 +193,41 @@ class Scu:
         model: str = "study",
         progress: Progress | None = None,
     ) -> RetrieveResult:
-        """C-GET into ``folder``: each instance written as ``<SOP Instance UID>.dcm``, bytes as sent."""
+        """C-GET into ``folder``: each instance written as ``<SOP Instance UID>.dcm``, bytes as sent.
+
+        A C-GET requester proposes the storage contexts before it knows what will come, and the
+        peer picks one syntax per context; so the instances are first asked for by C-FIND at
+        IMAGE level, and each (SOP class, Available Transfer Syntax) found gets a context of its own.
+        """
         sop_class = MODELS[(model, "get")]
         folder.mkdir(parents=True, exist_ok=True)
         received: list[Path] = []
-        storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][: MAX_CONTEXTS - 1]
-        contexts = [build_context(sop_class)] + [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage]
-        roles = [build_role(uid, scp_role=True) for uid in storage]
+        storage = self._storage_contexts(peer, query, model)
+        contexts = [build_context(sop_class), *storage]
+        roles = [
+            build_role(uid, scp_role=True) for uid in sorted({str(cx.abstract_syntax) for cx in storage})
+        ]
         handlers = [(evt.EVT_C_STORE, _write_received, [folder, received])]
         with self.associate(peer, contexts, ext_neg=roles, handlers=handlers) as assoc:
             result = _retrieve(assoc.send_c_get(query, sop_class), progress)
         result.received = received
         return result
+
+    def _storage_contexts(self, peer: Peer, query: Dataset, model: str) -> list[PresentationContext]:
+        """Contexts for the instances a C-GET will bring, or for every storage class if unknown."""
+        pairs: set[tuple[str, str]] = set()
+        try:
+            for found in self.find(peer, _instances_query(query), model=model):
+                sop_class = str(found.get("SOPClassUID", "") or "")
+                syntax = str(found.get("AvailableTransferSyntaxUID", "") or "")
+                if sop_class:
+                    pairs.add((sop_class, syntax or ExplicitVRLittleEndian))
+        except ImageBridgeError as exc:
+            log.info("C-GET: could not list the instances first (%s); proposing every storage class", exc)
+        if pairs and len(contexts_for(pairs)) < MAX_CONTEXTS:
+            return contexts_for(pairs)
+        storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][: MAX_CONTEXTS - 1]
+        return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage]
 
     def send(self, peer: Peer, paths: Sequence[Path], *, progress: Progress | None = None) -> SendResult:
         """C-STORE each file as it is on disk, in batches of at most 128 presentation contexts."""
@@ -217,6 +241,20 @@ class Scu:
                     if progress:
                         progress(done, len(paths))
         return result
+
+
+def _instances_query(query: Dataset) -> Dataset:
+    """The IMAGE-level C-FIND for the instances a retrieve identifier names, with their SOP class
+    and stored transfer syntax as return keys."""
+    found = Dataset()
+    found.QueryRetrieveLevel = Level.IMAGE.value
+    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if query.get(keyword):
+            setattr(found, keyword, query.get(keyword))
+    found.SOPInstanceUID = query.get("SOPInstanceUID", "")
+    found.SOPClassUID = ""
+    found.AvailableTransferSyntaxUID = ""
+    return found
 
 
 def _status(answer: Dataset | None) -> int:

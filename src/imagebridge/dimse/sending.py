@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128
 """PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255."""
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+LOSSLESS = frozenset(
+    {
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    }
+)
+"""Compressed syntaxes an instance may be re-encoded into when the peer refuses its stored one;
+an archive never makes a lossy copy on its own (PS3.5 §8.2)."""
 
 
 def enable_raw_sending() -> None:
@@ -98,25 +112,37 @@ def send_file(
     try:
         return send(path, *args, **kwargs)
     except ValueError as exc:
-        for syntax in _accepted_syntaxes(assoc, sop_class):
-            try:
-                converted = pydicom.dcmread(io.BytesIO(transcode.transcode(path, syntax)))
-            except CannotTranscode:
-                continue
-            log.info(
-                "peer refused the stored syntax of %s (%s); sending it as %s", path.name, exc, syntax.name
-            )
-            return send(converted, *args, **kwargs)
-        raise ValueError(f"no accepted presentation context can carry {path.name}") from exc
+        refused = exc
     except AttributeError:
         return send(pydicom.dcmread(path), *args, **kwargs)  # file meta lacks what pynetdicom needs
+    accepted = _accepted_syntaxes(assoc, sop_class)
+    reasons = []
+    for syntax in accepted:
+        try:
+            converted = pydicom.dcmread(io.BytesIO(transcode.transcode(path, syntax)))
+        except CannotTranscode as exc:
+            reasons.append(exc.reason)
+            continue
+        log.info("peer refused the stored syntax of %s; sending it as %s", path.name, syntax.name)
+        return send(converted, *args, **kwargs)
+    offered = ", ".join(UID(s).name for s in _accepted_syntaxes(assoc, sop_class, lossless=False))
+    log.warning(
+        "cannot send %s (%s): the peer accepted only [%s] for it%s",
+        path.name,
+        UID(sop_class).name,
+        offered or "nothing",
+        f"; {reasons[-1]}" if reasons else "",
+    )
+    raise ValueError(f"no accepted presentation context can carry {path.name}") from refused
 
 
-def _accepted_syntaxes(assoc: Association, sop_class: str) -> list[UID]:
-    """The syntaxes the peer accepted for the class, Explicit then Implicit VR Little Endian first."""
+def _accepted_syntaxes(assoc: Association, sop_class: str, *, lossless: bool = True) -> list[UID]:
+    """The syntaxes the peer accepted for the class (as SCP of the C-STORE), Explicit then Implicit
+    VR Little Endian first, then the lossless compressed ones; all of them if not ``lossless``."""
     accepted = {
         UID(cx.transfer_syntax[0])
         for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == sop_class and cx.transfer_syntax
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.as_scu
     }
-    return [s for s in NATIVE if s in accepted] + sorted(accepted - set(NATIVE))
+    others = sorted(s for s in accepted - set(NATIVE) if s in LOSSLESS or not lossless)
+    return [s for s in NATIVE if s in accepted] + others

@@ -43,11 +43,13 @@ QUERY_RETRIEVE = (
     StudyRootQueryRetrieveInformationModelGet,
 )
 MAX_PDU = 256 * 1024
-_NATIVE_LAST = (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_NATIVE_LAST = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 ACCEPTED_SYNTAXES = [s for s in ALL_TRANSFER_SYNTAXES if s not in _NATIVE_LAST] + list(_NATIVE_LAST)
-"""Our order of preference: when a sender offers several syntaxes in one context, pynetdicom takes
+"""Our order of preference: when a peer offers several syntaxes in one context, pynetdicom takes
 the first of ours that it offers. Compressed first (a sender offers them only for data already
-compressed, so nothing is decompressed on the way) and Implicit VR, the default, last."""
+compressed, so nothing is decompressed on the way); among the native ones Explicit VR Little
+Endian first and the retired Big Endian (PS3.5 §A.3) last, so that a C-GET requester offering
+only uncompressed syntaxes gets little endian files unchanged."""
 
 
 def make_ae(settings: Settings, ae_title: str) -> ApplicationEntity:

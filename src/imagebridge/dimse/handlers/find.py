@@ -42,6 +42,9 @@ def handle_find(event: events.Event, context: DimseContext) -> Iterator[Answer]:
         yield status.PENDING, identifiers.answer(identifier, match, level, context.ae_title)
 
 
+AVAILABLE_TRANSFER_SYNTAX = 0x00083002
+
+
 def _matches(context: DimseContext, identifier: Dataset, level: identifiers.Level) -> list[dict[str, Any]]:
     settings = context.settings
     result = query_service.run(
@@ -53,4 +56,17 @@ def _matches(context: DimseContext, identifier: Dataset, level: identifiers.Leve
     )
     for warning in result.warnings:
         log.info("C-FIND: %s", warning)
+    if level is identifiers.Level.IMAGE and AVAILABLE_TRANSFER_SYNTAX in identifier:
+        _add_stored_syntaxes(context, result.matches)
     return result.matches
+
+
+def _add_stored_syntaxes(context: DimseContext, matches: list[dict[str, Any]]) -> None:
+    """Available Transfer Syntax UID (0008,3002, PS3.4 §C.6.1.1.5.1): the stored syntax, which a
+    C-GET requester can then propose so that it receives the stored bytes."""
+    uids = [m["00080018"]["Value"][0] for m in matches if m.get("00080018", {}).get("Value")]
+    stored = identifiers.stored_syntaxes(context.archive.engine, uids)
+    for match in matches:
+        syntax = stored.get(match.get("00080018", {}).get("Value", [""])[0])
+        if syntax:
+            match["00083002"] = {"vr": "UI", "Value": [syntax]}
