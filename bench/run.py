@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.keep:
         console.print(f"server dirs and logs kept in {work_dir}", highlight=False)
     else:
+        console.print(f"removing the servers' temp dir {work_dir} (use --keep to keep it)…", highlight=False)
         shutil.rmtree(work_dir, ignore_errors=True)
     return 130 if interrupted else 0
 
