@@ -11,10 +11,11 @@ PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/fhir/node/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,samples]'
+	cd tests/fhir/node && npm ci --no-audit --no-fund --silent
 	@touch $(STAMP)
 
 run: install
