@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imagebridge.dicom.matching import normalise_time
 from imagebridge.dicom.parse import ParsedInstance
@@ -76,8 +76,8 @@ class Catalog:
             try:
                 with self._writing() as conn:
                     return _file(conn, parsed, blob_key, size, replace)
-            except IntegrityError:
-                if attempt == _RETRIES - 1:
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == _RETRIES - 1 or not _retryable(exc):
                     raise
         raise AssertionError("unreachable")
 
@@ -99,6 +99,16 @@ class Catalog:
                 conn.execute(delete(instances).where(instances.c.pk == row.pk))
             _prune(conn, study_uid)
             return Removed(len(rows), [row.blob_key for row in rows])
+
+
+_RETRY_SQLSTATES = {"40P01", "40001"}
+"""PostgreSQL deadlock_detected and serialization_failure: the transaction was rolled back whole."""
+
+
+def _retryable(exc: IntegrityError | OperationalError) -> bool:
+    """A lost race (unique constraint) or a PostgreSQL deadlock between concurrent writers
+    of one study (they update series and study counters in different orders)."""
+    return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _now() -> datetime:
