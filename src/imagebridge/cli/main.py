@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imagebridge.cli import common, dicom, peer
+from imagebridge.cli import auth, common, dicom, peer
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
@@ -32,6 +32,7 @@ db_app = typer.Typer(help="Manage the index database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(peer.app, name="peer")
 app.add_typer(dicom.app, name="dicom")
+auth.install(app)
 
 
 @app.command()
