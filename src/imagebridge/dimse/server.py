@@ -4,8 +4,9 @@ non-blocking next to the HTTP server (and optionally a second, DICOM TLS, port).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -104,15 +105,16 @@ class DimseServer:
         enable_raw_sending()
         _send_stored_files_on_move(self.ae)
         handlers = self._handlers()
+        timeout = self.context.settings.dicom_network_timeout
         plain = self.ae.start_server((self.host, self.requested_port), block=False, evt_handlers=handlers)
-        self._servers.append(_listening(plain))
+        self._servers.append(_bounded(_listening(plain), timeout))
         tls_port = self.context.settings.dicom_tls_port
         if tls_port is not None:
             ssl_context = tls.server_context(self.context.settings)
             secure = self.ae.start_server(
                 (self.host, tls_port), block=False, evt_handlers=handlers, ssl_context=ssl_context
             )
-            self._servers.append(_listening(secure))
+            self._servers.append(_bounded(_listening(secure), timeout))
         log.info(
             "DICOM listener %s on %s:%d%s",
             self.ae_title,
@@ -131,6 +133,7 @@ class DimseServer:
         return [
             (evt.EVT_CONN_OPEN, association.on_connection, ctx),
             (evt.EVT_CONN_CLOSE, association.on_closed),
+            (evt.EVT_FSM_TRANSITION, association.on_transition),
             (evt.EVT_ESTABLISHED, association.on_established),
             (evt.EVT_REJECTED, association.on_rejected),
             (evt.EVT_ABORTED, association.on_aborted),
@@ -158,4 +161,24 @@ def _send_stored_files_on_move(ae: ApplicationEntity) -> None:
 def _listening(server: ThreadedAssociationServer | None) -> ThreadedAssociationServer:
     if server is None:
         raise RuntimeError("the DICOM listener did not start")
+    return server
+
+
+def _bounded(server: ThreadedAssociationServer, timeout: float) -> ThreadedAssociationServer:
+    """Give every accepted socket a read/write timeout, and do the TLS handshake in the
+    association's thread rather than in the accept loop.
+
+    pynetdicom's own timers run between PDUs; a peer that sends half a PDU (a length it never
+    fills) or never finishes a TLS handshake would otherwise hold a thread, or the whole TLS
+    listener, for ever (PS3.8 §9.1.5 leaves such limits to the implementation).
+    """
+
+    def get_request() -> tuple[socket.socket, tuple[str, int]]:
+        client, address = cast(socket.socket, server.socket).accept()
+        client.settimeout(timeout)
+        if server.ssl_context is not None:
+            client = server.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    server.get_request = get_request  # type: ignore[method-assign]
     return server

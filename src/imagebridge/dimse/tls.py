@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import cast
 
 from imagebridge.config import Settings
 from imagebridge.errors import InvalidInput
@@ -35,8 +36,10 @@ def client_context(settings: Settings) -> ssl.SSLContext:
 
 
 def client_args(settings: Settings) -> tuple[ssl.SSLContext, str]:
-    """pynetdicom's ``tls_args``: the context and a server hostname (unused: no hostname check)."""
-    return client_context(settings), ""
+    """pynetdicom's ``tls_args``: the context and no server hostname (peers have no DNS name check).
+
+    pynetdicom types the hostname as ``str``, but ``ssl`` refuses an empty one: None it is."""
+    return client_context(settings), cast(str, None)
 
 
 def _existing(path: Path) -> str:

@@ -66,6 +66,28 @@ def on_released(event: events.Event) -> None:
     log.info("association %s from %s released", event.assoc.name, who(event.assoc))
 
 
+_DROPPED = {
+    "Evt17": "the connection was closed, or a PDU was not completed in time",
+    "Evt19": "a PDU of unknown type or that could not be decoded was received",
+}
+
+
+def on_transition(event: events.Event) -> None:
+    """A log line for a connection dropped by the upper layer state machine (PS3.8 §9.2);
+    once: in Sta13 the rest of the peer's bytes are read and ignored until it closes."""
+    why = _DROPPED.get(event.fsm_event)
+    if why is not None and event.current_state != "Sta13" and not event.assoc.is_released:
+        rq = event.assoc.requestor
+        log.warning("connection from %s:%s dropped (%s): %s", rq.address, rq.port, event.current_state, why)
+
+
 def on_closed(event: events.Event) -> None:
-    if not event.assoc.is_established and not event.assoc.is_released:
-        log.info("connection from %s:%s closed", *_address(event))
+    assoc = event.assoc
+    if assoc.is_released or assoc.is_rejected or assoc.is_established:
+        return
+    log.warning(
+        "connection from %s:%s closed without an association: no valid A-ASSOCIATE-RQ "
+        "within %g s (malformed PDU, wrong protocol or silent peer)",
+        *_address(event),
+        assoc.ae.acse_timeout or 0,
+    )
