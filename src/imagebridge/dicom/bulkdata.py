@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import EXPLICIT_VR_LENGTH_32, write_data_element
 from pydicom.uid import ExplicitVRBigEndian
 
+from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import InvalidInput, NotFound
 
 PIXEL_DATA = 0x7FE00010
@@ -69,7 +69,7 @@ def parse_tag_path(text: str) -> TagPath:
 
 def element_bytes(path: Path, tag_path: TagPath) -> bytes:
     """The value of the element at ``tag_path`` as little endian bytes; NotFound if absent."""
-    ds = pydicom.dcmread(path)
+    ds = read_stored(path)
     big_endian = ds.file_meta.get("TransferSyntaxUID") == ExplicitVRBigEndian
     elem = _find(ds, tag_path)
     value = elem.value

@@ -109,7 +109,7 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
 
 def _read(path: Path) -> Dataset:
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=_meta_without_preamble(path))
+        ds = read_stored(path, defer_size=DEFER_SIZE)
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on damaged input
@@ -117,6 +117,12 @@ def _read(path: Path) -> Dataset:
     if "TransferSyntaxUID" not in ds.file_meta:
         raise NotDicom("the File Meta Information has no Transfer Syntax UID (0002,0010)")
     return ds
+
+
+def read_stored(path: Path, **options: Any) -> Dataset:
+    """Read a stored instance with pydicom, whichever form it was received in (with or without
+    preamble). Every reader of stored files goes through here."""
+    return pydicom.dcmread(path, force=_meta_without_preamble(path), **options)
 
 
 def _meta_without_preamble(path: Path) -> bool:
@@ -182,7 +188,7 @@ def _frame_index(ds: Dataset, path: Path, syntax: str) -> frames.FrameIndex | No
         return None
     if not isinstance(raw, RawDataElement) or raw.value is not None:
         # Small values are read eagerly; locate them through a deferred re-read.
-        ds = pydicom.dcmread(path, defer_size=1, force=_meta_without_preamble(path))
+        ds = read_stored(path, defer_size=1)
         raw = ds.get_item(0x7FE00010, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.value is not None:
             return None

@@ -12,13 +12,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import pydicom
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 from pydicom.uid import UID
 
 from imagebridge.dicom import syntaxes
 from imagebridge.dicom.frames import FrameIndex
+from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import CannotTranscode
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def decode_frame(path: Path, number: int) -> np.ndarray:
         except (AttributeError, ValueError):
             # The file-based reader (one frame, no full read) misses pixel data in deflated files
             # and trips on some odd offset tables; the dataset-based reader copes with both.
-            return pixel_array(pydicom.dcmread(path), index=number - 1)
+            return pixel_array(read_stored(path), index=number - 1)
     except Exception as exc:  # decoders raise many types on data they cannot handle
         log.info("decoding frame %d of %s failed: %s", number, path.name, exc)
         raise CannotTranscode(
@@ -84,12 +84,12 @@ def native_frame(path: Path, number: int, bits_allocated: int) -> bytes:
 
 def read_header(path: Path) -> Dataset:
     """The attributes before the pixel data (what rendering and encoding checks need)."""
-    return pydicom.dcmread(path, stop_before_pixels=True)
+    return read_stored(path, stop_before_pixels=True)
 
 
 def encapsulated_frame(path: Path, number: int, count: int) -> bytes:
     """Frame ``number`` of encapsulated pixel data whose layout was not indexed at ingest."""
-    ds = pydicom.dcmread(path)
+    ds = read_stored(path)
     try:
         return get_frame(ds.PixelData, number - 1, number_of_frames=count)
     except Exception as exc:

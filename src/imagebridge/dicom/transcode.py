@@ -19,6 +19,7 @@ from pydicom.pixels.encoders.base import ENCODING_PROFILES
 from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from imagebridge.dicom import pixels
+from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import CannotTranscode
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _encoder_obstacle(uid: UID, stored: str, header: Dataset) -> str | None:
 def transcode(path: Path, target: str) -> bytes:
     """The Part 10 bytes of the instance at ``path`` in transfer syntax ``target``."""
     target_uid = UID(target)
-    ds = pydicom.dcmread(path)
+    ds = read_stored(path)
     source = UID(ds.file_meta.TransferSyntaxUID)
     reason = obstacle(source, target, ds if "PixelData" in ds else None)
     if reason is not None:
