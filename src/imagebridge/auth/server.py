@@ -300,7 +300,9 @@ class AuthorizationServer:
         grant = record.grant
         user = self.users.get(grant.subject) if grant.subject else None
         client = self.clients.get(grant.client_id)
-        policy = client.policy if client else AccessGrant.from_json(grant.data.get("policy", {}))
+        if client is None and "policy" not in grant.data:
+            raise InvalidToken("the client this token was issued to has been removed")
+        policy = client.policy if client else AccessGrant.from_json(grant.data["policy"])
         return Principal(
             client_id=grant.client_id,
             scopes=parse(grant.scope),
@@ -317,7 +319,10 @@ class AuthorizationServer:
         token = form.get("token")
         if not token:
             raise InvalidRequest("the 'token' parameter is required (RFC 7662 §2.1)")
-        return introspection.response(self.tokens.find(token), where.issuer, where.fhir)
+        record = self.tokens.find(token)
+        if record and "policy" not in record.grant.data and self.clients.get(record.grant.client_id) is None:
+            record = None
+        return introspection.response(record, where.issuer, where.fhir)
 
     def _authorize_introspection(self, form: Mapping[str, str], bearer: str | None, where: Endpoints) -> None:
         if bearer is not None:
