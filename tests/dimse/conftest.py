@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom.dsutils import split_dataset
@@ -19,9 +20,11 @@ from imagebridge.dimse.server import DimseServer
 from imagebridge.index.lookup import Target
 from imagebridge.index.peers import PeerRecord, Peers
 from imagebridge.services.archive import Archive
+from tests.conftest import make_archive
 from tests.samples import sample
 
 AET = "IMAGEBRIDGE"
+Listener = Callable[..., DimseServer]
 SAMPLES = (
     "CT_small.dcm",  # explicit VR little endian
     "MR_small_RLE.dcm",  # RLE lossless
@@ -78,6 +81,37 @@ def dimse(archive: Archive) -> Iterator[DimseServer]:
     server = DimseServer(archive, host="127.0.0.1", port=0, ae_title=AET).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[Archive]:
+    archive = make_archive(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def listener(lone: Archive) -> Iterator[Listener]:
+    """Start the listener over ``lone`` with the given settings; tiny timeouts by default."""
+    started: list[DimseServer] = []
+
+    def start(**settings: Any) -> DimseServer:
+        values = {
+            "allow_any_caller": True,
+            "dicom_acse_timeout": 1.0,
+            "dicom_network_timeout": 1.0,
+            "dicom_dimse_timeout": 5.0,
+            **settings,
+        }
+        for name, value in values.items():
+            setattr(lone.settings, name, value)
+        server = DimseServer(lone, host="127.0.0.1", port=0, ae_title=AET).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import queue
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pynetdicom
@@ -37,43 +35,10 @@ from imagebridge.dimse.scu import Scu, identifier
 from imagebridge.dimse.server import DimseServer
 from imagebridge.index.lookup import Target
 from imagebridge.services.archive import Archive
-from tests.conftest import make_archive
-from tests.dimse.conftest import AET, StoreScp, add_peer
+from tests.dimse.conftest import AET, Listener, StoreScp, add_peer
 from tests.samples import sample
 
 CERTS = Path(pynetdicom.__file__).parent / "tests" / "cert_files"
-Listener = Callable[..., DimseServer]
-
-
-@pytest.fixture
-def lone(tmp_path: Path) -> Iterator[Archive]:
-    archive = make_archive(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite3'}")
-    yield archive
-    archive.close()
-
-
-@pytest.fixture
-def listener(lone: Archive) -> Iterator[Listener]:
-    """Start the listener over ``lone`` with the given settings; tiny timeouts by default."""
-    started: list[DimseServer] = []
-
-    def start(**settings: Any) -> DimseServer:
-        values = {
-            "allow_any_caller": True,
-            "dicom_acse_timeout": 1.0,
-            "dicom_network_timeout": 1.0,
-            "dicom_dimse_timeout": 5.0,
-            **settings,
-        }
-        for name, value in values.items():
-            setattr(lone.settings, name, value)
-        server = DimseServer(lone, host="127.0.0.1", port=0, ae_title=AET).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

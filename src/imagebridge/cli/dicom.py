@@ -171,9 +171,24 @@ def send(
         raise typer.Exit(1)
 
 
+RETRIEVE_STATUS = {
+    0x0000: "done",
+    0xA701: "the peer is out of resources and could not count the matches",
+    0xA702: "every sub-operation failed",
+    0xA801: "the peer does not know the destination AE title; configure it there first",
+    0xA900: "the peer could not read the identifier",
+    0xB000: "some sub-operations failed",
+    0xFE00: "cancelled",
+    0xFFFF: "the peer sent no final answer",
+}
+"""Final C-MOVE/C-GET statuses (PS3.4 Tables C.4-2 and C.4-3) in words."""
+
+
 def _report(result: scu.RetrieveResult, verb: str) -> None:
+    meaning = RETRIEVE_STATUS.get(result.status, "failed" if result.status >= 0xA000 else "")
     console.print(
-        f"{result.completed} {verb}, {result.failed} failed, {result.warning} with warnings (status 0x{result.status:04X})"
+        f"{result.completed} {verb}, {result.failed} failed, {result.warning} with warnings "
+        f"(status 0x{result.status:04X}{': ' + meaning if meaning else ''})"
     )
     if not result.ok:
         raise typer.Exit(1)
