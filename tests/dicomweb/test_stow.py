@@ -264,3 +264,17 @@ def test_a_slow_upload_does_not_block_queries(dicomweb_url: str) -> None:
         release.set()
         upload.join(30)
     assert result["r"].status_code == 200
+
+
+def test_outcomes_are_reported_in_the_order_parts_were_sent(dicomweb_url: str) -> None:
+    """Parts are stored several at a time; the response still lists them as they came."""
+    study = generate_uid()
+    sizes = [64, 4, 128, 4, 32, 4, 96, 4, 16, 4]
+    sent = [make_instance(study=study, pixels=size, InstanceNumber=n) for n, size in enumerate(sizes, 1)]
+    bodies = [part10(ds) for ds in sent]
+    bodies.insert(5, b"not dicom at all")
+    response = _post(f"{dicomweb_url}/studies", multipart(bodies))
+    assert response.status_code == 202
+    stored = [item["00081155"]["Value"][0] for item in _items(response, "00081199")]
+    assert stored == [ds.SOPInstanceUID for ds in sent]
+    assert _reasons(response) == [0xC000]

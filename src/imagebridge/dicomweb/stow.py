@@ -40,8 +40,33 @@ class Failure:
 
 @dataclass
 class Outcomes:
-    stored: list[Stored] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
+    """What became of each part, reported in the order the parts arrived."""
+
+    _stored: list[tuple[int, Stored]] = field(default_factory=list)
+    _failed: list[tuple[int, Failure]] = field(default_factory=list)
+    parts: int = 0
+
+    def next_part(self) -> int:
+        self.parts += 1
+        return self.parts
+
+    def add_stored(self, part: int, stored: Stored) -> None:
+        self._stored.append((part, stored))
+
+    def add_failed(self, part: int, failure: Failure) -> None:
+        self._failed.append((part, failure))
+
+    @property
+    def stored(self) -> list[Stored]:
+        return [s for _, s in sorted(self._stored, key=lambda item: item[0])]
+
+    @property
+    def failed(self) -> list[Failure]:
+        return [f for _, f in sorted(self._failed, key=lambda item: item[0])]
+
+
+IN_FLIGHT = 4
+"""Parts of one request stored at once: their fsyncs and parsing overlap with receiving."""
 
 
 def failure_reason(error: errors.ImageBridgeError) -> int:
@@ -63,8 +88,17 @@ class _SpoolPart(multipart.PartWriter):
     named by its UIDs in the FailedSOPSequence.
     """
 
-    def __init__(self, ingest: Ingest, study_uid: str | None, outcomes: Outcomes, limit: int) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        study_uid: str | None,
+        outcomes: Outcomes,
+        limit: int,
+        workers: tuple[anyio.abc.TaskGroup, anyio.Semaphore],
+    ) -> None:
         self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
+        self.tasks, self.slots = workers
+        self.part = outcomes.next_part()
         self.spool: Spool = ingest.spool()
         self.head = bytearray()
 
@@ -76,6 +110,11 @@ class _SpoolPart(multipart.PartWriter):
         self.spool.write(data)
 
     async def close(self) -> None:
+        """Hand the part to a worker thread and go on reading; waits only when all slots are busy."""
+        await self.slots.acquire()
+        self.tasks.start_soon(self._store)
+
+    async def _store(self) -> None:
         try:
             stored = await anyio.to_thread.run_sync(
                 lambda: self.ingest.store(self.spool, study_uid=self.study_uid)
@@ -87,11 +126,13 @@ class _SpoolPart(multipart.PartWriter):
             log.exception("storing a STOW-RS part failed unexpectedly")
             self._failed(PROCESSING_FAILURE, "the instance could not be processed; the server logged why")
             return
-        self.outcomes.stored.append(stored)
+        finally:
+            self.slots.release()
+        self.outcomes.add_stored(self.part, stored)
 
     def _failed(self, reason: int, comment: str) -> None:
         sop_class_uid, sop_uid = identify(bytes(self.head))
-        self.outcomes.failed.append(Failure(reason, comment, sop_class_uid, sop_uid))
+        self.outcomes.add_failed(self.part, Failure(reason, comment, sop_class_uid, sop_uid))
 
     async def abort(self) -> None:
         self.spool.discard()
@@ -131,12 +172,13 @@ class _RefusedPart(multipart.PartWriter):
 
     def __init__(self, outcomes: Outcomes, comment: str) -> None:
         self.outcomes, self.comment = outcomes, comment
+        self.part = outcomes.next_part()
 
     async def write(self, data: bytes) -> None:
         return None
 
     async def close(self) -> None:
-        self.outcomes.failed.append(Failure(CANNOT_UNDERSTAND, self.comment))
+        self.outcomes.add_failed(self.part, Failure(CANNOT_UNDERSTAND, self.comment))
 
     async def abort(self) -> None:
         return None
@@ -194,24 +236,32 @@ async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid
     outcomes = Outcomes()
     limit = archive.settings.max_upload_bytes
 
-    async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
-        media = (
-            headers.get("content-type", request_type.part_type or "application/dicom")
-            .split(";")[0]
-            .strip()
-            .lower()
-        )
-        if media != "application/dicom":
-            return _RefusedPart(outcomes, f"part of type {media} refused: only application/dicom is stored")
-        return _SpoolPart(archive.ingest, study_uid, outcomes, limit)
+    slots = anyio.Semaphore(IN_FLIGHT)
+    truncated: errors.InvalidInput | None = None
+    async with anyio.create_task_group() as tasks:
 
-    try:
-        parts = await multipart.read_parts(request.stream(), request_type.boundary, open_part)
-    except errors.InvalidInput as exc:
+        async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
+            media = (
+                headers.get("content-type", request_type.part_type or "application/dicom")
+                .split(";")[0]
+                .strip()
+                .lower()
+            )
+            if media != "application/dicom":
+                return _RefusedPart(
+                    outcomes, f"part of type {media} refused: only application/dicom is stored"
+                )
+            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots))
+
+        try:
+            await multipart.read_parts(request.stream(), request_type.boundary, open_part)
+        except errors.InvalidInput as exc:
+            truncated = exc  # parts already handed over still finish before we answer
+    if truncated is not None:
         if not outcomes.stored:
-            raise
-        outcomes.failed.append(Failure(CANNOT_UNDERSTAND, exc.reason))
-        parts = len(outcomes.stored) + len(outcomes.failed)
+            raise truncated
+        outcomes.add_failed(outcomes.parts + 1, Failure(CANNOT_UNDERSTAND, truncated.reason))
+    parts = len(outcomes.stored) + len(outcomes.failed)
     if parts == 0:
         raise errors.InvalidInput("the multipart body contains no parts")
     status = status_of(outcomes)
