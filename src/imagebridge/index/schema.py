@@ -1,4 +1,8 @@
-"""Tables of the index. Changes go through an Alembic revision in ``migrations/versions``."""
+"""Tables of the index. Changes go through an Alembic revision in ``migrations/versions``.
+
+The dialect-specific query indexes (code-point order for person names, Patient IDs and
+accession numbers; series by modality) are created by revision 0004 and not declared here.
+"""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ class _Dialect:
     def bytewise(self, column: Any) -> Any:
         """``column`` compared in code-point order: SQLite's BINARY, PostgreSQL's "C" collation.
 
-        Migration 0003 gives the person-name and Patient ID columns an index in that order.
+        Migration 0004 gives the person-name, Patient ID and accession columns an index in that order.
         """
         return column.collate("C") if self.name == "postgresql" else column
 
