@@ -204,3 +204,10 @@ def test_user_who_denies_sends_access_denied(world: World) -> None:
     )
     assert done.status_code == 303
     assert parse_qs(urlsplit(done.headers["location"]).query)["error"] == ["access_denied"]
+
+
+def test_consent_refuses_anything_but_our_sign_in_ticket(world: World) -> None:
+    token = authorize(world, "launch/patient openid fhirUser patient/ImagingStudy.rs")
+    for forged in (token["id_token"], "garbage", ""):
+        response = httpx.post(f"{world.base}/oauth/consent", data={"ticket": forged, "decision": "approve"})
+        assert response.status_code == 400 and "location" not in response.headers

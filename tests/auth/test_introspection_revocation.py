@@ -90,3 +90,12 @@ def test_tokens_are_stored_as_digests_only(world: World, world_archive: Archive)
         stored = " ".join(str(v) for row in conn.execute(auth_tokens.select()).all() for v in row)
     assert token["access_token"] not in stored and token["refresh_token"] not in stored
     assert digest(token["access_token"]) in stored
+
+
+def test_a_refresh_token_never_passes_for_an_access_token(world: World) -> None:
+    token = authorize(world, "launch/patient offline_access patient/ImagingStudy.rs")
+    assert introspect(world, token["refresh_token"], backend_token(world)).json() == {"active": False}
+    search = httpx.get(
+        f"{world.fhir}/ImagingStudy", params={"patient": world.a}, headers=bearer(token["refresh_token"])
+    )
+    assert search.status_code == 401

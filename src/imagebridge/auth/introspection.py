@@ -4,6 +4,9 @@ An active token answers with ``active``, ``scope``, ``client_id``, ``exp``, ``ia
 ``token_type``, the launch context (``patient``) and, when an ``id_token`` was issued, ``iss``,
 ``sub`` and ``fhirUser``. Anything else (unknown, expired, revoked, a code or a refresh token
 presented as an access token) answers exactly ``{"active": false}`` (RFC 7662 §2.2).
+
+Only access tokens are described: a resource server introspects what a client presented as a
+bearer token, and a refresh token must never pass for one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ INACTIVE: dict[str, Any] = {"active": False}
 
 
 def response(record: TokenRecord | None, issuer: str, fhir_base: str) -> dict[str, Any]:
-    if record is None or record.kind == "code" or not record.active():
+    if record is None or record.kind != "access" or not record.active():
         return dict(INACTIVE)
     grant = record.grant
     body: dict[str, Any] = {
@@ -26,7 +29,7 @@ def response(record: TokenRecord | None, issuer: str, fhir_base: str) -> dict[st
         "client_id": grant.client_id,
         "exp": int(record.expires_at.timestamp()),
         "iat": int(record.issued_at.timestamp()),
-        "token_type": "Bearer" if record.kind == "access" else "refresh_token",
+        "token_type": "Bearer",
     }
     if grant.patient:
         body["patient"] = grant.patient

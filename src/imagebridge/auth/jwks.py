@@ -36,13 +36,13 @@ class SigningKey:
         header = {"alg": ALGORITHM, "kid": self.kid, "typ": typ}
         return jwt.encode(header, claims, self.key, algorithms=[ALGORITHM])
 
-    def verify(self, token: str) -> dict[str, Any] | None:
-        """The claims of a JWT this key signed, or None if it did not sign it."""
+    def verify(self, token: str, typ: str = "JWT") -> dict[str, Any] | None:
+        """The claims of a JWT this key signed with header ``typ``, or None if it did not sign one."""
         try:
-            claims: dict[str, Any] = jwt.decode(token, self.key, algorithms=[ALGORITHM]).claims
+            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
         except (JoseError, ValueError):
             return None
-        return claims
+        return dict(decoded.claims) if decoded.header.get("typ") == typ else None
 
 
 def load_or_create(data_dir: Path) -> SigningKey:

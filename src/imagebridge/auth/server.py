@@ -144,10 +144,10 @@ class AuthorizationServer:
         return self.key.sign(claims, typ="ib-ticket")
 
     def read_ticket(self, ticket: str) -> tuple[AuthorizationRequest, User]:
-        claims = self.key.verify(ticket)
-        if claims is None or claims.get("exp", 0) < time.time():
+        claims = self.key.verify(ticket, typ="ib-ticket")
+        if claims is None or not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
             raise InvalidRequest("the sign-in has expired; start again from the app")
-        user = self.users.get(claims["username"])
+        user = self.users.get(str(claims.get("username", "")))
         if user is None:
             raise InvalidRequest("the user no longer exists")
         fields = AuthorizationRequest.__dataclass_fields__

@@ -126,7 +126,7 @@ def _resource_routes(app: FastAPI) -> None:
         ]
         matches = [resources.imaging_study(r) for r in visible]
         includes = [resources.endpoint(f"{where.base}/dicomweb")] if include and matches else []
-        return fhir(resources.searchset(str(request.url), where.fhir, matches, includes))
+        return fhir(resources.searchset(_self(request, where, "ImagingStudy"), where.fhir, matches, includes))
 
     @app.get("/ImagingStudy/{study_id}")
     def read_imaging_study(request: Request, study_id: str, caller: Caller) -> JSONResponse:
@@ -167,6 +167,12 @@ def _resource_routes(app: FastAPI) -> None:
         if endpoint_id != resources.ENDPOINT_ID:
             raise NotFound(f"Endpoint/{endpoint_id} is not known")
         return fhir(resources.endpoint(f"{where.base}/dicomweb"))
+
+
+def _self(request: Request, where: Endpoints, resource_type: str) -> str:
+    """The search as the client can repeat it, at the public base (R4 §3.1.1.6 ``self`` link)."""
+    query = request.url.query
+    return f"{where.fhir}/{resource_type}{'?' + query if query else ''}"
 
 
 def _include(values: list[str]) -> bool:

