@@ -202,3 +202,17 @@ def test_read_and_unknown_resources(world: World, ann: str) -> None:
     assert missing.status_code == 404 and missing.json()["issue"][0]["code"] == "not-found"
     unknown = httpx.get(f"{world.fhir}/Observation", headers=bearer(ann))
     assert unknown.status_code == 404 and unknown.json()["resourceType"] == "OperationOutcome"
+
+
+def test_every_decision_is_audited(world: World, ann: str, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    with caplog.at_level("INFO", logger="imagebridge.audit"):
+        search(world, ann, patient=world.a)
+        search(world, ann, patient=world.b)
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagebridge.audit"]
+    allowed = [r for r in records if r["outcome"] == "allow" and r.get("patient") == world.a]
+    denied = [r for r in records if r["outcome"] == "deny" and r.get("patient") == world.b]
+    assert allowed and denied
+    assert denied[0]["client_id"] == "viewer" and denied[0]["token_patient"] == world.a
+    assert {r.get("study") for r in allowed} >= {world.sa1, world.sa2}
