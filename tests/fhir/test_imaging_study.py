@@ -216,3 +216,16 @@ def test_every_decision_is_audited(world: World, ann: str, caplog: pytest.LogCap
     assert allowed and denied
     assert denied[0]["client_id"] == "viewer" and denied[0]["token_patient"] == world.a
     assert {r.get("study") for r in allowed} >= {world.sa1, world.sa2}
+
+
+def test_search_by_post(world: World, ann: str) -> None:
+    form = {"patient": world.a, "identifier": f"urn:oid:{world.sa1}"}
+    response = httpx.post(f"{world.fhir}/ImagingStudy/_search", data=form, headers=bearer(ann))
+    assert response.status_code == 200 and ids(response.json()) == [world.sa1]
+    assert response.json()["link"][0]["url"].startswith(f"{world.fhir}/ImagingStudy?patient=")
+    denied = httpx.post(f"{world.fhir}/ImagingStudy/_search", data={"patient": world.b}, headers=bearer(ann))
+    assert denied.status_code == 403
+    anonymous = httpx.post(f"{world.fhir}/ImagingStudy/_search", data={"patient": world.a})
+    assert anonymous.status_code == 401
+    as_json = httpx.post(f"{world.fhir}/ImagingStudy/_search", json={"patient": world.a}, headers=bearer(ann))
+    assert as_json.status_code == 400

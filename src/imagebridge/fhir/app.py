@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -77,9 +78,23 @@ def require(caller: Principal, target: Target) -> None:
     raise AccessDenied(decision.reason)
 
 
-def params(request: Request, allowed: set[str]) -> dict[str, list[str]]:
+async def search_pairs(request: Request) -> list[tuple[str, str]]:
+    """The search parameters of a GET, or of a POST to ``_search`` with a form body (R4 §3.1.1.1)."""
+    pairs = list(request.query_params.multi_items())
+    if request.method == "POST":
+        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            raise InvalidQuery("a POST _search sends its parameters as application/x-www-form-urlencoded")
+        form = await request.form()
+        pairs += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    return pairs
+
+
+SearchPairs = Annotated[list[tuple[str, str]], Depends(search_pairs)]
+
+
+def params(pairs: list[tuple[str, str]], allowed: set[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in pairs:
         if key in IGNORED:
             continue
         if key not in allowed:
@@ -100,8 +115,11 @@ def _discovery_routes(app: FastAPI) -> None:
 
 def _resource_routes(app: FastAPI) -> None:
     @app.get("/ImagingStudy")
-    def search_imaging_studies(request: Request, caller: Caller, where: Where) -> JSONResponse:
-        query = params(request, IMAGING_STUDY_PARAMS)
+    @app.post("/ImagingStudy/_search")
+    def search_imaging_studies(
+        request: Request, pairs: SearchPairs, caller: Caller, where: Where
+    ) -> JSONResponse:
+        query = params(pairs, IMAGING_STUDY_PARAMS)
         refs = query.get("patient", []) + query.get("subject", [])
         if not refs:
             raise InvalidQuery(
@@ -126,7 +144,7 @@ def _resource_routes(app: FastAPI) -> None:
         ]
         matches = [resources.imaging_study(r) for r in visible]
         includes = [resources.endpoint(f"{where.base}/dicomweb")] if include and matches else []
-        return fhir(resources.searchset(_self(request, where, "ImagingStudy"), where.fhir, matches, includes))
+        return fhir(resources.searchset(_self(pairs, where, "ImagingStudy"), where.fhir, matches, includes))
 
     @app.get("/ImagingStudy/{study_id}")
     def read_imaging_study(request: Request, study_id: str, caller: Caller) -> JSONResponse:
@@ -138,8 +156,9 @@ def _resource_routes(app: FastAPI) -> None:
         return fhir(resources.imaging_study(rows[0]))
 
     @app.get("/Patient")
-    def search_patients(request: Request, caller: Caller, where: Where) -> JSONResponse:
-        query = params(request, PATIENT_PARAMS)
+    @app.post("/Patient/_search")
+    def search_patients(request: Request, caller: Caller, pairs: SearchPairs, where: Where) -> JSONResponse:
+        query = params(pairs, PATIENT_PARAMS)
         require(caller, Target("Patient", "search"))
         conditions: list[ColumnElement[bool]] = [
             fhir_patient_ids.c.fhir_id.in_(search.split_values([v])) for v in query.get("_id", [])
@@ -169,9 +188,9 @@ def _resource_routes(app: FastAPI) -> None:
         return fhir(resources.endpoint(f"{where.base}/dicomweb"))
 
 
-def _self(request: Request, where: Endpoints, resource_type: str) -> str:
-    """The search as the client can repeat it, at the public base (R4 §3.1.1.6 ``self`` link)."""
-    query = request.url.query
+def _self(pairs: list[tuple[str, str]], where: Endpoints, resource_type: str) -> str:
+    """The search as a GET the client can repeat, at the public base (R4 §3.1.1.6 ``self`` link)."""
+    query = urlencode(pairs)
     return f"{where.fhir}/{resource_type}{'?' + query if query else ''}"
 
 
