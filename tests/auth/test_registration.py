@@ -6,7 +6,7 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from tests.auth.helpers import REDIRECT, World, authorize, bearer
+from tests.auth.helpers import REDIRECT, World, assertion, authorize, bearer, consent_code, pkce_pair
 
 
 def register(world: World, metadata: dict[str, object]) -> httpx.Response:
@@ -91,3 +91,40 @@ def test_bad_metadata_is_refused(world: World, metadata: dict[str, object], erro
 def test_body_must_be_json(world: World) -> None:
     response = httpx.post(f"{world.base}/oauth/register", content=b"not json")
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+
+
+def test_confidential_app_exchanges_its_code_with_an_assertion(world: World) -> None:
+    key = ECKey.generate_key("P-384", auto_kid=True)
+    metadata = {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "redirect_uris": [REDIRECT],
+        "jwks": {"keys": [key.as_dict(private=False) | {"kid": key.kid}]},
+    }
+    client_id = register(world, metadata).json()["client_id"]
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "state": "s1",
+        "scope": "launch/patient patient/ImagingStudy.rs",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "aud": world.fhir,
+    }
+    form = {
+        "grant_type": "authorization_code",
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
+    code = consent_code(world, params)
+    without = httpx.post(world.token_url, data={**form, "code": code})
+    assert without.status_code == 401 and without.json()["error"] == "invalid_client"
+    code = consent_code(world, params)
+    signed = {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion(key, client_id, world.token_url),
+    }
+    response = httpx.post(world.token_url, data={**form, **signed, "code": code})
+    assert response.status_code == 200 and response.json()["patient"] == world.a
