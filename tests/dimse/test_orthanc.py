@@ -187,3 +187,25 @@ def test_move_from_imagebridge_into_orthanc(
         if same_dataset(tmp_path / f"{uid}.dcm", path):
             identical.add(path.name)
     assert identical >= {"CT_small.dcm", "MR_small_RLE.dcm"}
+
+
+def test_get_from_orthanc(
+    orthanc_and_us: tuple[Orthanc, Peer, Peer], sample_folder: Path, tmp_path: Path
+) -> None:
+    """Orthanc does not say a stored syntax in C-FIND, so our SCU proposes the usual ones one by one."""
+    orthanc, orthanc_peer, _us = orthanc_and_us
+    originals = _on_disk(sample_folder)
+    for path in originals.values():
+        orthanc.rest("POST", "/instances", path.read_bytes())
+    client = Scu(Settings(), "MOVER")
+    for study in sorted(
+        {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in originals.values()}
+    ):
+        result = client.get(
+            orthanc_peer, identifier(Level.STUDY, [f"StudyInstanceUID={study}"]), tmp_path / "got"
+        )
+        assert result.ok and result.failed == 0, result
+    identical = {
+        path.name for uid, path in originals.items() if same_dataset(tmp_path / "got" / f"{uid}.dcm", path)
+    }
+    assert identical >= {"CT_small.dcm", "MR_small_RLE.dcm"}

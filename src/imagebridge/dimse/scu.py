@@ -16,7 +16,6 @@ from typing import Any, cast
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -67,6 +66,24 @@ DEFAULT_RETURN_KEYS = {
     Level.SERIES: ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"),
     Level.IMAGE: ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
 }
+
+
+USUAL_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+)
+"""Proposed one context each for a SOP class whose stored syntax the peer did not say (no
+Available Transfer Syntax UID in its C-FIND answer), so it can send what it has as it has it."""
 
 
 class AssociationFailed(ImageBridgeError):
@@ -221,7 +238,7 @@ class Scu:
                 sop_class = str(found.get("SOPClassUID", "") or "")
                 syntax = str(found.get("AvailableTransferSyntaxUID", "") or "")
                 if sop_class:
-                    pairs.add((sop_class, syntax or ExplicitVRLittleEndian))
+                    pairs.update((sop_class, s) for s in ([syntax] if syntax else USUAL_SYNTAXES))
         except ImageBridgeError as exc:
             log.info("C-GET: could not list the instances first (%s); proposing every storage class", exc)
         if pairs and len(contexts_for(pairs)) < MAX_CONTEXTS:
