@@ -4,8 +4,10 @@ real listener; output readable, errors one clear line, never a traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -85,3 +87,30 @@ def test_dicom_commands_against_the_listener(
     assert "error: no peer named 'nosuch' (known: archive)" in cli("dicom", "echo", "nosuch", code=2)
     assert "could not be reached" in cli("dicom", "echo", "NOBODY@127.0.0.1:1", code=2)
     assert "is neither a DICOM keyword" in cli("dicom", "find", "archive", "-k", "Nonsense=1", code=2)
+
+
+def test_serve_listens_for_configured_peers_only(tmp_path: Path) -> None:
+    """The README's flow: add a peer, start `serve`, the peer is let in and a stranger is not."""
+    cli = Cli(tmp_path / "data")
+    cli("peer", "add", "workstation", "--aet", "WORKSTATION", "--host", "127.0.0.1", "--port", "104")
+    serve = subprocess.Popen(
+        [str(cli.script), "serve", "--port", "0", "--dicom-port", "0", "--data-dir", str(cli.data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    try:
+        assert serve.stdout is not None
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            line = serve.stdout.readline()
+            if match := re.search(r"DICOM\s+(\S+) at (127\.0\.0\.1:\d+)", line):
+                address = f"{match.group(1)}@{match.group(2)}"
+        assert address, "serve did not print its DICOM address"
+        assert "C-ECHO ok" in cli("dicom", "echo", address, "--aet", "WORKSTATION")
+        assert "rejected the association" in cli("dicom", "echo", address, "--aet", "STRANGER", code=2)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=20)

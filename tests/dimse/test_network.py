@@ -322,3 +322,38 @@ def _closed(sock: socket.socket) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def test_store_of_an_unusable_dataset_fails_with_a_status(
+    lone: Archive, listener: Listener, dimse_logs: pytest.LogCaptureFixture
+) -> None:
+    """No Study Instance UID: refused by the same ingest checks as STOW-RS, and logged."""
+    server = listener()
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    del ds.StudyInstanceUID
+    ae = AE("MODALITY")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=AET)
+    try:
+        answer = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert answer.Status >= 0xA000 and answer.ErrorComment
+    assert logged(dimse_logs, f"C-STORE {ds.SOPInstanceUID} from MODALITY")
+    assert echo(server.port)
+
+
+def test_storage_commitment_from_an_unknown_requester_fails(listener: Listener) -> None:
+    """The report goes on a new association to the requester, so it must be a configured peer."""
+    server = listener()
+    request = Dataset()
+    request.TransactionUID = "1.2.826.0.1.3680043.10.2.2"
+    request.ReferencedSOPSequence = []
+    ae = AE("NOBODYKNOWN")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=AET)
+    try:
+        answer, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
+    finally:
+        assoc.release()
+    assert answer.Status == 0x0110
