@@ -19,7 +19,7 @@ import pynetdicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_context, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
@@ -357,3 +357,15 @@ def test_storage_commitment_from_an_unknown_requester_fails(listener: Listener) 
     finally:
         assoc.release()
     assert answer.Status == 0x0110
+
+
+def test_connections_do_not_wait_for_delayed_acks(listener: Listener) -> None:
+    """TCP_NODELAY on both ends: otherwise each C-STORE waits ~40 ms for a delayed ACK."""
+    server = listener()
+    me = Peer("imagebridge", AET, "127.0.0.1", server.port)
+    with Scu(Settings(), "FAST").associate(me, [build_context(Verification)]) as assoc:
+        ours = assoc.dul.socket.socket  # type: ignore[union-attr]
+        [accepted] = server.ae.active_associations
+        theirs = accepted.dul.socket.socket  # type: ignore[union-attr]
+        for sock in (ours, theirs):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from imagebridge.config import Settings
 from imagebridge.dicom import tags
 from imagebridge.dicom.matching import Level
-from imagebridge.dimse import tls
+from imagebridge.dimse import sockets, tls
 from imagebridge.dimse.peers import Peer
 from imagebridge.dimse.sending import MAX_CONTEXTS, contexts_for, enable_raw_sending, file_pair, send_file
 from imagebridge.errors import ImageBridgeError, InvalidInput
@@ -160,7 +160,7 @@ class Scu:
             contexts=contexts,
             ae_title=peer.ae_title,
             ext_neg=ext_neg,
-            evt_handlers=handlers,
+            evt_handlers=sockets.with_no_delay(handlers),
             tls_args=tls_args,
         )
         if not assoc.is_established:

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imagebridge.config import Settings
-from imagebridge.dimse import tls
+from imagebridge.dimse import sockets, tls
 from imagebridge.dimse.context import DimseContext
 from imagebridge.dimse.handlers import association, commitment, echo, find, retrieve, store
 from imagebridge.dimse.peers import PeerDirectory
@@ -153,6 +153,7 @@ def _send_stored_files_on_move(ae: ApplicationEntity) -> None:
     original: Callable[..., Association] = ae.associate
 
     def associate(*args: Any, **kwargs: Any) -> Association:
+        kwargs["evt_handlers"] = sockets.with_no_delay(kwargs.get("evt_handlers"))
         return send_stored_files(original(*args, **kwargs))
 
     ae.associate = associate  # type: ignore[method-assign]
@@ -176,6 +177,7 @@ def _bounded(server: ThreadedAssociationServer, timeout: float) -> ThreadedAssoc
     def get_request() -> tuple[socket.socket, tuple[str, int]]:
         client, address = cast(socket.socket, server.socket).accept()
         client.settimeout(timeout)
+        sockets.no_delay(client)
         if server.ssl_context is not None:
             client = server.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address

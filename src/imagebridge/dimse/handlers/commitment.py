@@ -19,7 +19,7 @@ from pynetdicom.dimse_primitives import N_ACTION
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from imagebridge.dicom.matching import Criterion, Level, Query
-from imagebridge.dimse import status, tls
+from imagebridge.dimse import sockets, status, tls
 from imagebridge.dimse.context import DimseContext
 from imagebridge.dimse.handlers import who
 from imagebridge.dimse.peers import Peer
@@ -111,7 +111,14 @@ def report(context: DimseContext, peer: Peer, transaction: str, references: list
         ae.add_requested_context(StorageCommitmentPushModel)
         tls_args = tls.client_args(context.settings) if peer.tls else None
         role = build_role(StorageCommitmentPushModel, scp_role=True)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=[role], tls_args=tls_args)
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            ext_neg=[role],
+            tls_args=tls_args,
+            evt_handlers=sockets.with_no_delay(None),
+        )
         if not assoc.is_established:
             log.warning(
                 "storage commitment %s: cannot associate with %s to report", transaction, peer.describe()
