@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := dcmtk orthanc orthanc-dicomweb orthanc-gdcm
+SUDO_APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .PHONY: install run test lint typecheck pytest system-deps postgres bench clean
@@ -15,6 +16,7 @@ $(STAMP): pyproject.toml tests/fhir/node/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,samples]'
+	@command -v npm >/dev/null || { $(SUDO_APT) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO_APT) apt-get install -y -qq nodejs npm >/dev/null; }
 	cd tests/fhir/node && npm ci --no-audit --no-fund --silent
 	@touch $(STAMP)
 

@@ -24,7 +24,7 @@ _BYTEWISE = (("patients", "name_search"), ("patients", "patient_id"), ("studies"
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     for table, column in _BYTEWISE:
-        expression = sa.text(f'{column} COLLATE "C"') if postgresql else sa.column(column)
+        expression: str | sa.TextClause = sa.text(f'{column} COLLATE "C"') if postgresql else column
         op.create_index(f"ix_{table}_{column}_bytewise", table, [expression])
     op.create_index("ix_series_modality_study_pk", "series", ["modality", "study_pk"])
 
