@@ -369,3 +369,14 @@ def test_connections_do_not_wait_for_delayed_acks(listener: Listener) -> None:
         theirs = accepted.dul.socket.socket  # type: ignore[union-attr]
         for sock in (ours, theirs):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_retrieve_without_its_unique_key_fails_with_a900(
+    listener: Listener, tmp_path: Path, dimse_logs: pytest.LogCaptureFixture
+) -> None:
+    server = listener()
+    me = Peer("imagebridge", AET, "127.0.0.1", server.port)
+    query = identifier(Level.SERIES, ["StudyInstanceUID=1.2.3"])  # no Series Instance UID
+    result = Scu(Settings(), "GETTER").get(me, query, tmp_path / "got")
+    assert (result.status, result.completed) == (0xA900, 0)
+    assert logged(dimse_logs, "C-GET from GETTER")
