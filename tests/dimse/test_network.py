@@ -11,6 +11,7 @@ import logging
 import queue
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -190,18 +191,20 @@ def test_tls_port_refuses_plain_and_silent_clients_cleanly(
 
 
 def test_cancel_during_large_find(lone: Archive, listener: Listener) -> None:
+    """The C-CANCEL goes out as soon as the request has (from another thread, as a user's
+    "stop" would): the listener must stop answering and end with status Cancel."""
     server = listener()
     study = copies(lone, 200)
     ae = AE("CANCELLER")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", server.port, ae_title=AET)
     query = identifier(Level.IMAGE, [f"StudyInstanceUID={study}", "SOPInstanceUID"])
+    context_id = assoc.accepted_contexts[0].context_id
     statuses = []
     try:
+        threading.Timer(0.005, assoc.send_c_cancel, (7, context_id)).start()
         for answer, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind, msg_id=7):
             statuses.append(int(answer.Status))
-            if len(statuses) == 1:
-                assoc.send_c_cancel(7, assoc.accepted_contexts[0].context_id)
     finally:
         assoc.release()
     assert statuses[-1] == 0xFE00
