@@ -166,12 +166,12 @@ def _listening(server: ThreadedAssociationServer | None) -> ThreadedAssociationS
 
 
 def _bounded(server: ThreadedAssociationServer, timeout: float) -> ThreadedAssociationServer:
-    """Give every accepted socket a read/write timeout, and do the TLS handshake in the
-    association's thread rather than in the accept loop.
+    """Give every accepted socket a read/write timeout and TCP_NODELAY, and do the TLS handshake
+    in the association's thread rather than in the accept loop.
 
     pynetdicom's own timers run between PDUs; a peer that sends half a PDU (a length it never
     fills) or never finishes a TLS handshake would otherwise hold a thread, or the whole TLS
-    listener, for ever (PS3.8 §9.1.5 leaves such limits to the implementation).
+    listener, for ever.
     """
 
     def get_request() -> tuple[socket.socket, tuple[str, int]]:
