@@ -64,11 +64,29 @@ def display(array: np.ndarray, header: Dataset, window: Window | None) -> np.nda
         except Exception as exc:
             raise CannotTranscode(f"the palette colour lookup tables cannot be applied ({exc})") from exc
         return (rgb / 257).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
-    values = apply_modality_lut(array, header).astype(np.float64)
-    shown = _voi(values, header, window)
+    if window is None and "WindowCenter" in header and "WindowWidth" in header:
+        window = _instance_window(header)
+    lut = _lookup_table(array, header, window)
+    if lut is not None:
+        shown = lut[array.astype(np.int64) - int(array.min())]
+    else:
+        shown = _voi(apply_modality_lut(array, header).astype(np.float64), header, window)
     if photometric == "MONOCHROME1":
         shown = 255 - shown
     return shown
+
+
+def _lookup_table(array: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray | None:
+    """For integer pixels under a window, the display value of every stored value present
+    (modality LUT and window are element-wise): one table lookup instead of floating-point
+    arithmetic on every pixel."""
+    if window is None or not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        return None
+    low, high = int(array.min()), int(array.max())
+    if high - low > 1 << 20 or high - low + 1 > array.size:
+        return None
+    domain = np.arange(low, high + 1, dtype=array.dtype)
+    return apply_window(apply_modality_lut(domain, header).astype(np.float64), window)
 
 
 def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:
