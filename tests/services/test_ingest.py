@@ -178,3 +178,19 @@ def test_delete_removes_rows_then_blobs_and_recounts(archive: Archive) -> None:
     delete.delete(Target(ct.StudyInstanceUID), archive.catalog, archive.blobs)
     assert _count(archive, studies) == 0 and _count(archive, patients) == 0
     assert not _blob_files(archive)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "examples_ybr_color.dcm", "MR_small_RLE.dcm"])
+def test_frame_index_locates_the_stored_pixel_bytes(archive: Archive, name: str) -> None:
+    """Small pixel values are read eagerly at ingest; their offsets must still be indexed."""
+    stored = _store_bytes(archive, sample(name).read_bytes())
+    [instance] = archive.lookup.instances(Target(stored.study_uid))  # type: ignore[attr-defined]
+    assert instance.frame_index is not None
+    ds = pydicom.dcmread(sample(name))
+    with archive.blobs.open(instance.blob_key) as fh:
+        data = fh.read()
+    first = b"".join(data[f.offset : f.offset + f.length] for f in instance.frame_index.locate(1))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        assert first == pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=instance.frame_index.count)
+    else:
+        assert first == ds.PixelData[: len(first)]

@@ -71,6 +71,7 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
     if not sop_class:
         raise MissingAttribute("SOP Class UID (0008,0016) is missing")
     base = f"{dicomjson.BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
+    frame_index = _frame_index(ds, path, syntax)  # before the JSON walk converts the raw element
     metadata = dicomjson.dataset_to_json(ds, lambda p: base + p, bulk_threshold)
     patient_id, issuer = _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
     return ParsedInstance(
@@ -103,7 +104,7 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
         study_json=_subset(metadata, tags.STUDY_TAGS),
         series_json=_subset(metadata, tags.SERIES_TAGS),
         metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
-        frame_index=_frame_index(ds, path, syntax),
+        frame_index=frame_index,
     )
 
 
@@ -186,11 +187,11 @@ def _frame_index(ds: Dataset, path: Path, syntax: str) -> frames.FrameIndex | No
     count = _frame_count(ds)
     if raw is None or count is None or syntaxes.is_deflated(syntax):
         return None
-    if not isinstance(raw, RawDataElement) or raw.value is not None:
-        # Small values are read eagerly; locate them through a deferred re-read.
+    if not isinstance(raw, RawDataElement):
+        # Already converted to a DataElement: locate the value through a deferred re-read.
         ds = read_stored(path, defer_size=1)
         raw = ds.get_item(0x7FE00010, keep_deferred=True)
-        if not isinstance(raw, RawDataElement) or raw.value is not None:
+        if not isinstance(raw, RawDataElement):
             return None
     try:
         if raw.length == 0xFFFFFFFF:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imagebridge.dicom.matching import normalise_time
@@ -68,7 +68,7 @@ class Catalog:
 
     def stored_blob(self, sop_uid: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.scalar(select(instances.c.blob_key).where(instances.c.sop_uid == sop_uid))
+            return conn.scalar(_BLOB_OF, {"b_sop_uid": sop_uid})
 
     def file(self, parsed: ParsedInstance, blob_key: str, size: int, *, replace: bool = False) -> Filed:
         """Index one stored instance; idempotent for identical bytes."""
@@ -111,16 +111,36 @@ def _retryable(exc: IntegrityError | OperationalError) -> bool:
     return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
+# The statements every stored instance runs, built once: constructing and cache-keying a
+# Core statement per call cost more CPU than executing it.
+_EXISTING = select(instances.c.pk, instances.c.blob_key, instances.c.series_pk).where(
+    instances.c.sop_uid == bindparam("b_sop_uid")
+)
+_BLOB_OF = select(instances.c.blob_key).where(instances.c.sop_uid == bindparam("b_sop_uid"))
+_PATIENT_PK = select(patients.c.pk).where(
+    patients.c.patient_id == bindparam("b_patient_id"), patients.c.issuer == bindparam("b_issuer")
+)
+_STUDY = select(studies.c.pk, studies.c.patient_pk).where(studies.c.study_uid == bindparam("b_study_uid"))
+_SERIES = select(series.c.pk, series.c.study_pk).where(series.c.series_uid == bindparam("b_series_uid"))
+_INSERT_INSTANCE = insert(instances)
+_BUMP_SERIES = (
+    update(series)
+    .where(series.c.pk == bindparam("b_pk"))
+    .values(num_instances=series.c.num_instances + bindparam("b_delta"), updated_at=bindparam("b_now"))
+)
+_BUMP_STUDY = (
+    update(studies)
+    .where(studies.c.pk == bindparam("b_pk"))
+    .values(num_instances=studies.c.num_instances + bindparam("b_delta"), updated_at=bindparam("b_now"))
+)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def _file(conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace: bool) -> Filed:
-    existing = conn.execute(
-        select(instances.c.pk, instances.c.blob_key, instances.c.series_pk).where(
-            instances.c.sop_uid == p.sop_uid
-        )
-    ).first()
+    existing = conn.execute(_EXISTING, {"b_sop_uid": p.sop_uid}).first()
     if existing is not None and existing.blob_key == blob_key:
         return Filed(Outcome.ALREADY_STORED)
     if existing is not None and not replace:
@@ -136,14 +156,13 @@ def _file(conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(**values))
         _count_moved_instance(conn, existing.series_pk, series_pk)
         return Filed(Outcome.REPLACED, replaced_blob=existing.blob_key)
-    conn.execute(insert(instances).values(**values, created_at=_now()))
+    conn.execute(_INSERT_INSTANCE, {**values, "created_at": _now()})
     _bump(conn, series_pk, study.pk, +1)
     return Filed(Outcome.STORED)
 
 
 def _patient(conn: Connection, p: ParsedInstance) -> int:
-    key = (patients.c.patient_id == p.patient_id) & (patients.c.issuer == p.issuer_of_patient_id)
-    pk = conn.scalar(select(patients.c.pk).where(key))
+    pk = conn.scalar(_PATIENT_PK, {"b_patient_id": p.patient_id, "b_issuer": p.issuer_of_patient_id})
     if pk is not None:
         return int(pk)
     return int(
@@ -165,9 +184,7 @@ def _patient(conn: Connection, p: ParsedInstance) -> int:
 
 
 def _study(conn: Connection, p: ParsedInstance, patient_pk: int) -> Row:
-    row = conn.execute(
-        select(studies.c.pk, studies.c.patient_pk).where(studies.c.study_uid == p.study_uid)
-    ).first()
+    row = conn.execute(_STUDY, {"b_study_uid": p.study_uid}).first()
     if row is not None:
         if row.patient_pk != patient_pk:
             owner = conn.execute(
@@ -204,9 +221,7 @@ def _study(conn: Connection, p: ParsedInstance, patient_pk: int) -> Row:
 
 
 def _series(conn: Connection, p: ParsedInstance, study: Row) -> int:
-    row = conn.execute(
-        select(series.c.pk, series.c.study_pk).where(series.c.series_uid == p.series_uid)
-    ).first()
+    row = conn.execute(_SERIES, {"b_series_uid": p.series_uid}).first()
     if row is not None:
         if row.study_pk != study.pk:
             raise Conflict(f"series {p.series_uid} already belongs to another study than {p.study_uid}")
@@ -259,16 +274,8 @@ def _instance_values(p: ParsedInstance, blob_key: str, size: int, series_pk: int
 
 def _bump(conn: Connection, series_pk: int, study_pk: int, delta: int) -> None:
     now = _now()
-    conn.execute(
-        update(series)
-        .where(series.c.pk == series_pk)
-        .values(num_instances=series.c.num_instances + delta, updated_at=now)
-    )
-    conn.execute(
-        update(studies)
-        .where(studies.c.pk == study_pk)
-        .values(num_instances=studies.c.num_instances + delta, updated_at=now)
-    )
+    conn.execute(_BUMP_SERIES, {"b_pk": series_pk, "b_delta": delta, "b_now": now})
+    conn.execute(_BUMP_STUDY, {"b_pk": study_pk, "b_delta": delta, "b_now": now})
 
 
 def _count_moved_instance(conn: Connection, old_series_pk: int, new_series_pk: int) -> None:
