@@ -52,6 +52,19 @@ def make_archive(tmp_path: Path, database_url: str, **settings: object) -> Archi
     return open_archive(Settings(data_dir=tmp_path / "data", database_url=database_url, **settings))  # type: ignore[arg-type]
 
 
+def archive_per_backend(backend: str, tmp: Path) -> Iterator[Archive]:
+    """An archive on ``backend`` ("sqlite" or "postgresql") for a longer-lived fixture."""
+    if backend == "sqlite":
+        archive = make_archive(tmp, f"sqlite:///{tmp / 'index.sqlite3'}")
+        yield archive
+        archive.close()
+        return
+    for url in _temporary_pg_database():
+        archive = make_archive(tmp, url)
+        yield archive
+        archive.close()
+
+
 @pytest.fixture
 def archive(tmp_path: Path, database_url: str) -> Iterator[Archive]:
     archive = make_archive(tmp_path, database_url)

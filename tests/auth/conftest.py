@@ -10,23 +10,14 @@ from imagebridge.services.archive import Archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
 from tests.auth.helpers import World, build_world
-from tests.conftest import BACKENDS, _temporary_pg_database, make_archive
+from tests.conftest import BACKENDS, archive_per_backend
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def world_archive(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Archive]:
-    tmp = tmp_path_factory.mktemp(f"smart-{request.param}")
-    if request.param == "sqlite":
-        archive = make_archive(tmp, f"sqlite:///{tmp / 'index.sqlite3'}")
-        yield archive
-        archive.close()
-        return
-    for url in _temporary_pg_database():
-        archive = make_archive(tmp, url)
-        yield archive
-        archive.close()
+    yield from archive_per_backend(request.param, tmp_path_factory.mktemp(f"smart-{request.param}"))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -13,9 +15,11 @@ import httpx
 from tests.cli.test_import import CLI, run_cli
 
 
-def test_serve_on_port_zero_prints_urls_and_answers(tmp_path: Path) -> None:
+@contextmanager
+def served(data_dir: Path, *options: str) -> Iterator[str]:
+    """``imagebridge serve`` on free ports, as a user starts it; yields its base URL once ready."""
     process = subprocess.Popen(
-        [*CLI, "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        [*CLI, "serve", "--port", "0", "--dicom-port", "0", "--data-dir", str(data_dir), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -23,24 +27,31 @@ def test_serve_on_port_zero_prints_urls_and_answers(tmp_path: Path) -> None:
     )
     try:
         assert process.stdout is not None
-        deadline, url = time.monotonic() + 60, None
-        while url is None and time.monotonic() < deadline:
+        url = None
+        while url is None:
             line = process.stdout.readline()
+            assert line, "serve exited before printing its DICOMweb root"
             if match := re.search(r"DICOMweb root\s+(http://127\.0\.0\.1:\d+)/dicomweb", line):
                 url = match.group(1)
-        assert url, "serve did not print its DICOMweb root"
-        for _ in range(100):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
+                if httpx.get(f"{url}/readyz").status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_on_port_zero_prints_urls_and_answers(tmp_path: Path) -> None:
+    with served(tmp_path / "data") as url:
+        assert httpx.get(f"{url}/healthz").text == "ok"
         assert httpx.get(f"{url}/readyz").json() == {"ready": True}
         assert httpx.get(f"{url}/dicomweb/studies").json() == []
         assert httpx.get(f"{url}/docs").status_code == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_db_upgrade_on_postgresql(database_url: str, tmp_path: Path) -> None:
@@ -84,28 +95,7 @@ def test_serve_refuses_a_postgresql_index_that_was_not_upgraded(tmp_path: Path) 
 def test_serve_with_two_workers_stores_and_finds(tmp_path: Path) -> None:
     from tests.samples import sample
 
-    process = subprocess.Popen(
-        [*CLI, "serve", "--port", "0", "--no-dicom", "--workers", "2", "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        assert process.stdout is not None
-        url = None
-        while url is None:
-            line = process.stdout.readline()
-            assert line, "serve exited before printing its URL"
-            if match := re.search(r"DICOMweb root\s+(http://127\.0\.0\.1:\d+)/dicomweb", line):
-                url = match.group(1)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with served(tmp_path / "data", "--no-dicom", "--workers", "2") as url:
         body = (
             b"--b\r\nContent-Type: application/dicom\r\n\r\n"
             + sample("CT_small.dcm").read_bytes()
@@ -116,6 +106,3 @@ def test_serve_with_two_workers_stores_and_finds(tmp_path: Path) -> None:
         # Whichever worker answers, it sees the same index.
         for _ in range(6):
             assert len(httpx.get(f"{url}/dicomweb/studies").json()) == 1
-    finally:
-        process.terminate()
-        process.wait(timeout=30)

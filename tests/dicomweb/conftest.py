@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from imagebridge.services.archive import Archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
-from tests.conftest import BACKENDS, _temporary_pg_database, make_archive
+from tests.conftest import BACKENDS, archive_per_backend
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -24,16 +24,7 @@ def module_archive(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Archive]:
     """An archive shared by one test module (SQLite file or a fresh PostgreSQL database)."""
-    tmp = tmp_path_factory.mktemp(f"archive-{request.param}")
-    if request.param == "sqlite":
-        archive = make_archive(tmp, f"sqlite:///{tmp / 'index.sqlite3'}")
-        yield archive
-        archive.close()
-        return
-    for url in _temporary_pg_database():
-        archive = make_archive(tmp, url)
-        yield archive
-        archive.close()
+    yield from archive_per_backend(request.param, tmp_path_factory.mktemp(f"archive-{request.param}"))
 
 
 @pytest.fixture(scope="module")
