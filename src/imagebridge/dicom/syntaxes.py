@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pydicom.uid import (
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -50,7 +49,3 @@ def is_native(syntax: str) -> bool:
 
 def is_deflated(syntax: str) -> bool:
     return syntax == DeflatedExplicitVRLittleEndian
-
-
-def is_known(syntax: str) -> bool:
-    return UID(syntax).is_transfer_syntax

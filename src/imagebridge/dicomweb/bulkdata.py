@@ -22,11 +22,11 @@ from imagebridge.dicomweb.deps import ArchiveDep
 from imagebridge.dicomweb.frames import respond_frames
 from imagebridge.errors import StorageFailure
 from imagebridge.index.lookup import StoredInstance, Target
+from imagebridge.services import retrieve
 from imagebridge.services.archive import Archive
 
 router = APIRouter(tags=["WADO-RS"])
 
-CHUNK = 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -51,7 +51,7 @@ class Value:
             fp.seek(self.offset + start)
             remaining = stop - start
             while remaining > 0:
-                data = await anyio.to_thread.run_sync(fp.read, min(CHUNK, remaining))
+                data = await anyio.to_thread.run_sync(fp.read, min(retrieve.CHUNK, remaining))
                 if not data:
                     raise StorageFailure("the stored instance is shorter than its index says")
                 remaining -= len(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -63,12 +63,6 @@ def _header(blobs: BlobStore, instance: StoredInstance) -> Dataset:
     if path is None:
         raise StorageFailure("this blob store cannot transcode in place")
     return pixels.read_header(path)
-
-
-def stored_chunks(blobs: BlobStore, instance: StoredInstance, chunk: int = CHUNK) -> Iterator[bytes]:
-    with blobs.open(instance.blob_key) as fh:
-        while data := fh.read(chunk):
-            yield data
 
 
 def rendition_bytes(blobs: BlobStore, rendition: Rendition) -> bytes:
