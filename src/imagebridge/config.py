@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
 
     @property
+    def embedded_index(self) -> bool:
+        """The index is this process's own SQLite file (upgraded in place), not a shared server."""
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 

@@ -22,7 +22,6 @@ from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.errors import ImageBridgeError
 from imagebridge.fhir.identifiers import patient_identifier, system_of
 from imagebridge.fhir.index import FhirIndex
-from imagebridge.index import db
 from imagebridge.index.schema import fhir_patient_ids
 
 CLI_CLIENT = "imagebridge-cli"
@@ -49,15 +48,7 @@ def install(app: typer.Typer) -> None:
 
 
 def _engine(data_dir: Path | None, database_url: str | None, config: Path | None) -> Engine:
-    settings = common.settings(config, data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        engine = db.make_engine(settings.effective_database_url)
-        if settings.effective_database_url.startswith("sqlite"):
-            db.upgrade(engine)  # a shared PostgreSQL index is upgraded with `imagebridge db upgrade`
-    except Exception as exc:
-        common.fail(f"cannot open the index ({type(exc).__name__}): {str(exc).splitlines()[0]}")
-    return engine
+    return common.open_index(common.settings(config, data_dir=data_dir, database_url=database_url))
 
 
 def resolve_patients(engine: Engine, values: list[str]) -> tuple[str, ...]:

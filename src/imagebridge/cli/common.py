@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy import Engine
 
 from imagebridge.config import Settings
+from imagebridge.index import db
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,6 +48,19 @@ def settings(config: Path | None = None, **overrides: object) -> Settings:
     except OSError as exc:
         fail(f"cannot read settings file: {exc}")
     raise AssertionError("unreachable")
+
+
+def open_index(settings: Settings) -> Engine:
+    """The index engine for a command; an embedded index is created or upgraded in place, a
+    shared PostgreSQL index is upgraded deliberately with `imagebridge db upgrade`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = db.make_engine(settings.effective_database_url)
+        if settings.embedded_index:
+            db.upgrade(engine)
+    except Exception as exc:  # the database may be down or the URL wrong
+        fail(f"cannot open the index ({type(exc).__name__}): {str(exc).splitlines()[0]}")
+    return engine
 
 
 def fail(message: str, code: int = 2) -> None:

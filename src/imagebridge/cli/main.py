@@ -83,7 +83,7 @@ def serve(
     )
     # An embedded index is upgraded in place; a shared PostgreSQL index is upgraded
     # deliberately with `imagebridge db upgrade`, not by whichever worker starts first.
-    archive = _open(settings, upgrade=settings.effective_database_url.startswith("sqlite"))
+    archive = _open(settings, upgrade=settings.embedded_index)
     if load_samples:
         samples.load_once(archive)
     try:

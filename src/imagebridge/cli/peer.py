@@ -12,7 +12,6 @@ from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.dimse.peers import PeerDirectory
 from imagebridge.errors import ImageBridgeError
-from imagebridge.index import db
 from imagebridge.index.peers import PeerRecord, Peers
 
 app = typer.Typer(
@@ -23,14 +22,7 @@ app = typer.Typer(
 
 def directory(settings: Settings) -> PeerDirectory:
     """The peers of the settings file and of the index (created or upgraded if needed)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        engine = db.make_engine(settings.effective_database_url)
-        if settings.effective_database_url.startswith("sqlite"):
-            db.upgrade(engine)  # a shared PostgreSQL index is upgraded with `imagebridge db upgrade`
-    except Exception as exc:
-        common.fail(f"cannot open the index ({type(exc).__name__}): {str(exc).splitlines()[0]}")
-    return PeerDirectory(settings, Peers(engine))
+    return PeerDirectory(settings, Peers(common.open_index(settings)))
 
 
 @app.command("add")
