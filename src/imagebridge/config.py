@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     qido_max_limit: int = 1000
     qido_default_limit: int = 1000
     cors_origins: list[str] = Field(default_factory=list)
+    dicomweb_anonymous: bool = Field(
+        default=False,
+        description="Serve /dicomweb without access tokens (a trusted network only; off by default).",
+    )
     max_upload_bytes: int = 64 * 1024**3
     bulkdata_threshold: int = 1024
 

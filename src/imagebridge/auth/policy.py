@@ -44,6 +44,8 @@ class Principal:
     user_patients: tuple[str, ...] | None = None
     """For ``user/`` scopes: the patients the user may reach; None means every patient."""
     client_policy: AccessGrant = field(default_factory=AccessGrant)
+    studies: tuple[str, ...] | None = None
+    """A limit on top of everything else: only these studies (a patient's share); None: no limit."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ def _refusal(principal: Principal, target: Target, level: Level) -> str | None:
         return "patient/ scopes need a patient in the token's launch context"
     if level == "user" and principal.subject is None:
         return "user/ scopes need a signed-in user"
+    if (
+        principal.studies is not None
+        and target.study_uid is not None
+        and target.study_uid not in principal.studies
+    ):
+        return "the grant covers only the studies that were shared"
     if target.patient is None:
         return None if target.study_uid is None else "the study's patient is unknown"
     if level == "patient":

@@ -34,7 +34,9 @@ def create_app(archive: Archive) -> FastAPI:
             expose_headers=["ETag", "Warning", "Content-Location", "Content-Range"],
         )
     app.include_router(build_router())
-    fhir.mount(app, archive, oauth.mount(app, archive))
+    authorization = oauth.mount(app, archive)
+    app.state.authority = authorization
+    fhir.mount(app, archive, authorization)
     _health_routes(app, archive)
     return app
 
