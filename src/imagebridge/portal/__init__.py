@@ -1,0 +1,1 @@
+"""The browser portal: patients, proxies, clinicians and administrators (``/portal``), shares (``/s``)."""
