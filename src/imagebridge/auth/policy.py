@@ -46,6 +46,10 @@ class Principal:
     client_policy: AccessGrant = field(default_factory=AccessGrant)
     studies: tuple[str, ...] | None = None
     """A limit on top of everything else: only these studies (a patient's share); None: no limit."""
+    share: str | None = None
+    """The id of the patient's share this token was issued for (``services.sharing``), else None."""
+    download: bool = True
+    """Whether copies may be taken (zip downloads, sending on); False for a share without download."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Decision:
         return self.allowed
 
 
-PATIENT_DATA = frozenset({"ImagingStudy", "Patient"})
+PATIENT_DATA = frozenset({"ImagingStudy", "Patient", "AuditEvent"})
 
 
 def decide(principal: Principal, target: Target) -> Decision:

@@ -303,6 +303,7 @@ class AuthorizationServer:
         if client is None and "policy" not in grant.data:
             raise InvalidToken("the client this token was issued to has been removed")
         policy = client.policy if client else AccessGrant.from_json(grant.data["policy"])
+        share = grant.data.get("share")
         return Principal(
             client_id=grant.client_id,
             scopes=parse(grant.scope),
@@ -311,6 +312,9 @@ class AuthorizationServer:
             subject=grant.subject,
             user_patients=_user_reach(user),
             client_policy=policy,
+            studies=tuple(share["studies"]) if share else None,
+            share=share["id"] if share else None,
+            download=bool(share["download"]) if share else True,
         )
 
     def introspect(self, form: Mapping[str, str], bearer: str | None, where: Endpoints) -> dict[str, Any]:
