@@ -23,13 +23,15 @@ $(STAMP): pyproject.toml tests/fhir/node/package-lock.json
 run: install
 	$(VENV)/bin/imagebridge serve --load-samples
 
-# Debian packages the tests talk to (real DICOM peers, Orthanc); installed only when missing.
+# Debian packages the tests talk to (real DICOM peers, Orthanc, Chromium for the browser tests);
+# installed only when missing. Playwright drives /usr/bin/chromium (never `playwright install`).
 system-deps:
 	@missing=""; \
 	command -v dcmsend >/dev/null || missing="$$missing dcmtk"; \
 	test -x /usr/sbin/Orthanc || missing="$$missing orthanc"; \
 	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
 	test -f /usr/share/orthanc/plugins/libOrthancGdcm.so || missing="$$missing orthanc-gdcm"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \

@@ -7,6 +7,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,9 @@ from imagebridge.config import Settings
 from imagebridge.services.archive import Archive, open_archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 PG_ADMIN_URL = os.environ.get("IMAGEBRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -83,3 +87,46 @@ def server(archive: Archive) -> Iterator[BackgroundServer]:
 @pytest.fixture
 def dicomweb_url(server: BackgroundServer) -> str:
     return f"{server.url}/dicomweb"
+
+
+# --- Browser (Playwright driving Debian Chromium; see tests/browser.py) ----------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium for the session; fails (never skips) with how to install it if missing."""
+    from playwright.sync_api import sync_playwright
+
+    from tests import browser
+
+    try:
+        executable = browser.chromium_path()
+    except browser.ChromiumMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with sync_playwright() as playwright:
+        launched = browser.launch(playwright)
+        assert launched.version, f"{executable} did not start"
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh context (no cookies from other tests); screenshots under test-artifacts/ on failure."""
+    from tests import browser
+
+    with browser.fresh_context(chromium, viewport=browser.DESKTOP) as context:
+        page = context.new_page()
+        yield page
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            for path in browser.save_failure_screenshots(context, request.node.nodeid):
+                print(f"screenshot of the failed test: {path}")
