@@ -186,3 +186,80 @@ auth_assertion_jtis = Table(
     UniqueConstraint("client_id", "jti"),
 )
 """``jti`` of client assertions already used, kept until they expire (SMART client-confidential-asymmetric)."""
+
+# --- Sharing and the access log (issue 5, revision 0006) -------------------------------------
+
+shares = Table(
+    "shares",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("share_id", String(64), nullable=False, unique=True),
+    Column("patient", String(64), nullable=False, index=True),
+    Column("studies", Text, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("recipient", Text, nullable=True),
+    Column("allow_download", Boolean, nullable=False),
+    Column("code_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_by", Text, nullable=True),
+)
+"""A patient's share of some studies: ``studies`` is a JSON list fixed at creation; the access code
+is stored only as an argon2id hash; ``patient`` is the FHIR Patient id (``fhir_patient_ids``)."""
+
+share_sessions = Table(
+    "share_sessions",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("share_id", String(64), nullable=False, index=True),
+    Column("grant_id", String(64), nullable=False),
+    Column("remote", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+"""Each successful redemption: the token grant it issued, so revoking the share revokes them all."""
+
+share_attempts = Table(
+    "share_attempts",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("share_id", String(64), nullable=False),
+    Column("remote", String(128), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Index(None, "share_id", "at"),
+    Index(None, "remote", "at"),
+)
+"""Redemption attempts, for the rate limits per share and per remote address (kept a day)."""
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("recorded", DateTime(timezone=True), nullable=False, index=True),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("client_id", Text, nullable=True),
+    Column("user", Text, nullable=True),
+    Column("share_id", String(64), nullable=True),
+    Column("token_patient", String(64), nullable=True),
+    Column("remote", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("resource", String(64), nullable=True),
+    Column("interaction", String(32), nullable=True),
+    Column("patient", String(64), nullable=True),
+    Column("study_uid", UID, nullable=True),
+    Column("series_uid", UID, nullable=True),
+    Column("instance_uid", UID, nullable=True),
+    Column("count", Integer, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index(None, "patient", "recorded"),
+    Index(None, "study_uid"),
+)
+"""The durable access log (``audit/``), served as FHIR AuditEvent; ``count`` > 1 when identical
+allow events within a few seconds were coalesced; ``detail`` is JSON of any other fields."""
