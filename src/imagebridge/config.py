@@ -6,9 +6,10 @@ Values come from ``IMAGEBRIDGE_*`` environment variables, an optional TOML file
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,10 +26,90 @@ class DicomPeerSetting(BaseModel):
     tls: bool = False
 
 
+MRN_RULE = re.compile(
+    r"^identifier\.(?:first\(\)|where\((?P<path>type\.coding\.code|type\.text|system)\s*=\s*'(?P<value>[^']+)'\))$"
+)
+"""The MRN identifier rules integrated mode understands (a FHIRPath subset, as SMART Imaging's reference server)."""
+
+
+class EhrSettings(BaseModel):
+    """Integrated mode (``[ehr]``, ``IMAGEBRIDGE_EHR__*``): an outside EHR is the token authority.
+
+    Endpoints left unset are read from ``{fhir_base}/.well-known/smart-configuration``. This
+    server authenticates to the EHR as a SMART Backend Services client (``private_key_jwt``).
+    See docs/smart.md "Integrated mode".
+    """
+
+    model_config = {"extra": "forbid"}
+
+    fhir_base: str = Field(description="The EHR's FHIR base URL, e.g. https://ehr.example.org/fhir.")
+    issuer: str | None = Field(
+        default=None, description="The EHR's token issuer; default: its smart-configuration."
+    )
+    introspection_endpoint: str | None = None
+    token_endpoint: str | None = None
+    client_id: str = Field(description="This imaging server's backend-services client_id at the EHR.")
+    private_key_file: Path = Field(
+        description="This server's private JWK (JSON) or PEM key, RSA or EC P-384."
+    )
+    signing_alg: Literal["RS384", "ES384"] | None = Field(
+        default=None,
+        description="Client assertion algorithm; default: RS384 for RSA keys, ES384 for EC keys.",
+    )
+    backend_scope: str = Field(
+        default="system/Patient.rs", description="Scopes asked for this server's own token at the EHR."
+    )
+    mrn_identifier: str = Field(
+        default="identifier.where(type.coding.code='MR')",
+        description="Which Patient.identifier is the MRN: identifier.where(type.coding.code='X'), "
+        "identifier.where(type.text='X'), identifier.where(system='URI') or identifier.first().",
+    )
+    issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Identifier system -> Issuer of Patient ID (0010,0021) in this archive; "
+        "systems not listed map as /fhir does (urn:oid:X -> X).",
+    )
+    cache_seconds: float = Field(
+        default=60, ge=0, le=60, description="Longest an introspection result is reused (never past exp)."
+    )
+    negative_cache_seconds: float = Field(
+        default=5, ge=0, le=60, description="How long an inactive token is remembered."
+    )
+    patient_cache_seconds: float = Field(
+        default=300, ge=0, le=3600, description="How long an EHR Patient's MRN is remembered."
+    )
+    timeout: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the EHR.")
+    retry_after: int = Field(
+        default=5, ge=1, le=600, description="Retry-After sent when the EHR is unreachable."
+    )
+    trust_user_scopes: bool = Field(
+        default=False,
+        description="user/ scopes reach every patient (the EHR decided); off: user/ scopes grant nothing here.",
+    )
+
+    @field_validator("fhir_base")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the EHR's fhir_base must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("mrn_identifier")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        value = value.strip()
+        if not MRN_RULE.match(value):
+            raise ValueError(
+                "mrn_identifier must be identifier.where(type.coding.code='MR'), "
+                "identifier.where(type.text='X'), identifier.where(system='URI') or identifier.first()"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the running system needs to know; defaults give the embedded mode."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBRIDGE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="IMAGEBRIDGE_", extra="forbid", env_nested_delimiter="__")
 
     data_dir: Path = Path("./imagebridge-data")
     database_url: str | None = Field(
@@ -73,6 +154,9 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = 64 * 1024**3
     bulkdata_threshold: int = 1024
+    ehr: EhrSettings | None = Field(
+        default=None, description="Integrated mode: an outside EHR issues and introspects the tokens."
+    )
 
     @field_validator("ae_title")
     @classmethod
