@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -22,7 +21,8 @@ from imagebridge.auth.errors import InvalidRequest, InvalidToken, OAuthError
 from imagebridge.auth.scopes import parse
 from imagebridge.auth.server import AuthorizationRequest, AuthorizationServer, Endpoints, RedirectableError
 from imagebridge.auth.users import User
-from imagebridge.index.schema import fhir_patient_ids, patients
+from imagebridge.fhir.index import FhirIndex
+from imagebridge.index.schema import fhir_patient_ids
 from imagebridge.oauth import pages
 from imagebridge.services.archive import Archive
 
@@ -158,22 +158,16 @@ def _stated(query: dict[str, str], auth_request: AuthorizationRequest) -> dict[s
 def _patient_choices(
     authz: AuthorizationServer, auth_request: AuthorizationRequest, user: User
 ) -> list[tuple[str, str]]:
-    """The patients a proxy may pick between, labelled with their names, when the app asks for a patient."""
+    """The patients a proxy may pick between, labelled with their names, when the app asks for a patient.
+
+    Read through FhirIndex, which gives patients filed since the last FHIR read their logical ids:
+    the names must not depend on someone having searched FHIR first."""
     scopes = parse(auth_request.scope)
     wants_patient = scopes.has("launch/patient") or "patient" in scopes.levels()
     if not wants_patient or len(user.patients) < 2:
         return []
-    query = (
-        select(fhir_patient_ids.c.fhir_id, patients.c.name)
-        .join(
-            patients,
-            (patients.c.patient_id == fhir_patient_ids.c.patient_id)
-            & (patients.c.issuer == fhir_patient_ids.c.issuer),
-        )
-        .where(fhir_patient_ids.c.fhir_id.in_(user.patients))
-    )
-    with authz.engine.connect() as conn:
-        names = {r.fhir_id: r.name.replace("^", " ").strip() for r in conn.execute(query)}
+    rows = FhirIndex(authz.engine).patients([fhir_patient_ids.c.fhir_id.in_(user.patients)])
+    names = {r.fhir_id: r.name.replace("^", " ").strip() for r in rows}
     return [(pid, names.get(pid) or f"Patient {pid}") for pid in user.patients]
 
 
