@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imagebridge.reconcile.settings import ImportSourceSetting, ReconciliationSettings
+
 
 class DicomPeerSetting(BaseModel):
     """A remote AE named in the settings file (``[dicom_peers.NAME]``), alongside ``imagebridge peer add``."""
@@ -154,6 +156,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = 64 * 1024**3
     bulkdata_threshold: int = 1024
+    # reconciliation of imported (outside) studies (issue 6)
+    import_sources: dict[str, ImportSourceSetting] = Field(
+        default_factory=dict,
+        description="Sources of outside studies by name, besides 'imagebridge source add'.",
+    )
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
     ehr: EhrSettings | None = Field(
         default=None, description="Integrated mode: an outside EHR issues and introspects the tokens."
     )
