@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -263,3 +264,80 @@ audit_events = Table(
 )
 """The durable access log (``audit/``), served as FHIR AuditEvent; ``count`` > 1 when identical
 allow events within a few seconds were coalesced; ``detail`` is JSON of any other fields."""
+
+# --- reconciliation of imported (outside) studies (issue 6; revision 0007) ---------------------
+
+import_sources = Table(
+    "import_sources",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("issuer", Text, nullable=False),
+    Column("accession_prefix", String(8), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""Where outside studies come from (``imagebridge source add``), besides ``[import_sources.NAME]``."""
+
+reconciliation_cases = Table(
+    "reconciliation_cases",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("study_uid", UID, nullable=False),
+    Column("source_patient_id", Text, nullable=False),
+    Column("source_issuer", Text, nullable=False),
+    Column("incoming", Text, nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("score", Float, nullable=True),
+    Column("breakdown", Text, nullable=False),
+    Column("candidate_patient_id", Text, nullable=True),
+    Column("candidate_issuer", Text, nullable=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("patient_id", Text, nullable=True),
+    Column("patient_issuer", Text, nullable=True),
+    Column("decided_by", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("source", "study_uid"),
+)
+"""One matching decision per imported study: how (deterministic or scorecard), the score and its
+per-field breakdown (JSON), the suggested patient, and the outcome; ``state`` 'pending' is the review queue."""
+
+patient_links = Table(
+    "patient_links",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("source_issuer", Text, nullable=False),
+    Column("source_patient_id", Text, nullable=False),
+    Column("patient_id", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source_issuer", "source_patient_id"),
+)
+"""A qualified outside Patient ID known to be a local patient: later imports link deterministically."""
+
+imported_instances = Table(
+    "imported_instances",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("original_sop_uid", UID, nullable=False),
+    Column("study_uid", UID, nullable=False, index=True),
+    Column("case_pk", Integer, ForeignKey("reconciliation_cases.pk"), nullable=False, index=True),
+    Column("original_blob", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source", "original_sop_uid"),
+)
+"""Every instance received from a source, by its original SOP Instance UID, with the blob of the bytes
+as received; 'quarantined' ones are not in the main index until their case is decided."""
+
+outside_studies = Table(
+    "outside_studies",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", UID, nullable=False, unique=True),
+    Column("source", String(64), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""Studies in the main index that came from outside (purged after the retention period)."""
