@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,7 +19,7 @@ from imagebridge.auth.errors import AccessDenied, InsufficientScope, InvalidToke
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.auth.server import AuthorizationServer, Endpoints
 from imagebridge.errors import InvalidQuery, NotFound
-from imagebridge.fhir import discovery, errors, identifiers, resources, search
+from imagebridge.fhir import discovery, errors, identifiers, paging, resources, search
 from imagebridge.fhir.index import FhirIndex
 from imagebridge.index.schema import fhir_patient_ids, studies
 from imagebridge.services.archive import Archive
@@ -119,6 +118,7 @@ def _resource_routes(app: FastAPI) -> None:
     def search_imaging_studies(
         request: Request, pairs: SearchPairs, caller: Caller, where: Where
     ) -> JSONResponse:
+        page, pairs = paging.take(pairs)
         query = params(pairs, IMAGING_STUDY_PARAMS)
         refs = query.get("patient", []) + query.get("subject", [])
         if not refs:
@@ -144,7 +144,8 @@ def _resource_routes(app: FastAPI) -> None:
         ]
         matches = [resources.imaging_study(r) for r in visible]
         includes = [resources.endpoint(f"{where.base}/dicomweb")] if include and matches else []
-        return fhir(resources.searchset(_self(pairs, where, "ImagingStudy"), where.fhir, matches, includes))
+        url = f"{where.fhir}/ImagingStudy"
+        return fhir(paging.searchset(url, where.fhir, pairs, page, matches, includes))
 
     @app.get("/ImagingStudy/{study_id}")
     def read_imaging_study(request: Request, study_id: str, caller: Caller) -> JSONResponse:
@@ -158,6 +159,7 @@ def _resource_routes(app: FastAPI) -> None:
     @app.get("/Patient")
     @app.post("/Patient/_search")
     def search_patients(request: Request, caller: Caller, pairs: SearchPairs, where: Where) -> JSONResponse:
+        page, pairs = paging.take(pairs)
         query = params(pairs, PATIENT_PARAMS)
         require(caller, Target("Patient", "search"))
         conditions: list[ColumnElement[bool]] = [
@@ -168,9 +170,8 @@ def _resource_routes(app: FastAPI) -> None:
         conditions += search.birth_dates(query.get("birthdate", []))
         rows = request.app.state.index.patients(conditions)
         visible = [r for r in rows if policy.check(caller, Target("Patient", "search", r.fhir_id)).allowed]
-        return fhir(
-            resources.searchset(str(request.url), where.fhir, [resources.patient(r) for r in visible], [])
-        )
+        matches = [resources.patient(r) for r in visible]
+        return fhir(paging.searchset(f"{where.fhir}/Patient", where.fhir, pairs, page, matches, []))
 
     @app.get("/Patient/{patient_id}")
     def read_patient(request: Request, patient_id: str, caller: Caller) -> JSONResponse:
@@ -186,12 +187,6 @@ def _resource_routes(app: FastAPI) -> None:
         if endpoint_id != resources.ENDPOINT_ID:
             raise NotFound(f"Endpoint/{endpoint_id} is not known")
         return fhir(resources.endpoint(f"{where.base}/dicomweb"))
-
-
-def _self(pairs: list[tuple[str, str]], where: Endpoints, resource_type: str) -> str:
-    """The search as a GET the client can repeat, at the public base (R4 §3.1.1.6 ``self`` link)."""
-    query = urlencode(pairs)
-    return f"{where.fhir}/{resource_type}{'?' + query if query else ''}"
 
 
 def _include(values: list[str]) -> bool:
