@@ -265,6 +265,37 @@ audit_events = Table(
 """The durable access log (``audit/``), served as FHIR AuditEvent; ``count`` > 1 when identical
 allow events within a few seconds were coalesced; ``detail`` is JSON of any other fields."""
 
+# --- access policy (DICOMweb enforcement; revision 0005) ---------------------------------------
+
+access_restrictions = Table(
+    "access_restrictions",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", UID, nullable=False),
+    Column("series_uid", UID, nullable=False),
+    Column("sop_uid", UID, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("study_uid", "series_uid", "sop_uid"),
+)
+"""Restricted studies, series or instances (a sensitive category). ``study_uid`` is always the
+containing study and leads the unique key, so "is anything in this study restricted" is one
+indexed lookup; ``series_uid`` and ``sop_uid`` are empty for a whole study (or series)."""
+
+access_exclusions = Table(
+    "access_exclusions",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False),
+    Column("study_uid", UID, nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("username", "study_uid"),
+)
+"""Studies left out of one user's view (a proxy, say: a teenager's study hidden from a parent)."""
+
 # --- reconciliation of imported (outside) studies (issue 6; revision 0007) ---------------------
 
 import_sources = Table(
