@@ -1,22 +1,69 @@
-"""Audit records as structured log lines on the ``imagebridge.audit`` logger.
+"""Audit records: one structured log line on ``imagebridge.audit``, and one durable row.
 
-Each record is one JSON object: when, who (client, user, token patient), what (resource type and
-interaction), which data (patient, study, series, instance), and the outcome with its reason.
-A durable AuditEvent store can subscribe to the same records later; the call sites stay the same.
+Each record is one JSON object: when, who (client, user, share, token patient), from where
+(address, user agent, surface), what (``action``, resource type and interaction), which data
+(patient, study, series, instance), and the outcome with its reason.
+
+The durable copy goes to the :class:`~imagebridge.audit.store.AuditStore` of the current request
+(see :mod:`imagebridge.audit.context`), to the one passed as ``store=``, or else to every store
+attached for the process (the DICOM listener, CLI commands). Recording never blocks on the
+database: the store queues the row and writes it in a batch.
+
+Outcomes: ``allow`` / ``deny`` for access decisions; ``success`` / ``failure`` for operations.
+Actions (``action=``): ``access`` (an access decision, the default), ``view``, ``search``,
+``download``, ``share-create``, ``share-redeem``, ``share-redeem-failed``, ``share-revoke``,
+``share-unlock``, ``import``, ``delete``, ``send``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from imagebridge.audit import context
+
+if TYPE_CHECKING:
+    from imagebridge.audit.store import AuditStore
 
 log = logging.getLogger("imagebridge.audit")
+_attached: list[AuditStore] = []
+_attached_lock = threading.Lock()
 
 
-def record(outcome: str, reason: str, **fields: Any) -> dict[str, Any]:
-    entry = {"at": datetime.now(UTC).isoformat(), "outcome": outcome, "reason": reason}
-    entry.update({k: v for k, v in fields.items() if v is not None})
-    log.info(json.dumps(entry, sort_keys=True))
+def record(outcome: str, reason: str, *, store: AuditStore | None = None, **fields: Any) -> dict[str, Any]:
+    """Record one event; returns the entry as logged. ``None`` fields are left out."""
+    entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "outcome": outcome, "reason": reason}
+    here = context.current()
+    if here is not None:
+        entry.update(remote=here.remote, user_agent=here.user_agent, surface=here.surface)
+    entry.update(fields)
+    entry = {k: v for k, v in entry.items() if v is not None}
+    log.info(json.dumps(entry, sort_keys=True, default=str))
+    for sink in _sinks(store, here):
+        sink.add(entry)
     return entry
+
+
+def attach(store: AuditStore) -> None:
+    """Make ``store`` receive records made outside any request (DIMSE handlers, CLI commands)."""
+    with _attached_lock:
+        if store not in _attached:
+            _attached.append(store)
+
+
+def detach(store: AuditStore) -> None:
+    with _attached_lock:
+        if store in _attached:
+            _attached.remove(store)
+
+
+def _sinks(store: AuditStore | None, here: context.RequestContext | None) -> list[AuditStore]:
+    if store is not None:
+        return [store]
+    if here is not None and here.store is not None:
+        return [here.store]
+    with _attached_lock:
+        return list(_attached)

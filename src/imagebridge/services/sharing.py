@@ -1,0 +1,554 @@
+"""Patient-controlled sharing: a link and an access code that open some of a patient's studies.
+
+A patient (or staff for her) shares one study, several, or all of them (the list is fixed when the
+share is made), optionally naming the recipient, with an expiry (default 30 days, at most a year)
+and whether download is allowed. The share is a link ``/s/{share_id}`` (144 random bits) and an
+access code of 10 Crockford base32 characters (50 bits, shown once, grouped ``XXXXX-XXXXX``, kept
+only as an argon2id hash).
+
+Redeeming a share takes the code AND the patient's date of birth (DICOM PatientBirthDate of the
+shared studies' patient). It is rate-limited per share and per remote address, and the share locks
+after :attr:`RedemptionLimits.max_failures` wrong answers in a row; the patient sees it locked and
+can :meth:`Sharing.unlock` it or :meth:`Sharing.reissue_code`. A correct answer yields a real access
+token of the local authorization server (``patient/ImagingStudy.rs`` for the share's patient; the
+grant carries the share, so :meth:`AuthorizationServer.principal` fills ``Principal.studies``
+with exactly the shared studies, ``Principal.share`` with the share id and ``Principal.download``
+with whether copies may be taken). Revoking the share revokes every token issued from it at once.
+
+Every step is audited (``share-create``, ``share-redeem``, ``share-redeem-failed``,
+``share-revoke``, ``share-unlock``, ``share-reissue``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import case, func, insert, select, update
+
+from imagebridge.audit import log as audit
+from imagebridge.audit.store import AuditStore
+from imagebridge.auth.server import AuthorizationServer
+from imagebridge.auth.tokens import Grant, aware
+from imagebridge.errors import ImageBridgeError, InvalidInput, NotFound
+from imagebridge.fhir.index import FhirIndex, StudyRow
+from imagebridge.index.schema import fhir_patient_ids, share_attempts, share_sessions, shares, studies
+from imagebridge.services.archive import Archive
+
+SHARE_CLIENT = "imagebridge-share"
+"""The ``client_id`` of every share token (not a registered client: the grant carries its policy)."""
+SHARE_SCOPE = "patient/ImagingStudy.rs"
+DEFAULT_EXPIRY = timedelta(days=30)
+MAX_EXPIRY = timedelta(days=365)
+SESSION_LIFETIME = timedelta(hours=1)
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_LENGTH = 10
+_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+
+
+class ShareState(enum.StrEnum):
+    ACTIVE = "active"
+    LOCKED = "locked"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Share:
+    """A share as stored (never its code)."""
+
+    share_id: str
+    patient: str
+    """The FHIR Patient id (``fhir_patient_ids.fhir_id``) whose studies are shared."""
+    studies: tuple[str, ...]
+    created_by: str
+    recipient: str | None
+    allow_download: bool
+    created_at: datetime
+    expires_at: datetime
+    failed_attempts: int = 0
+    locked_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+    @property
+    def link(self) -> str:
+        """The path of the recipient's page (prefix it with the server's public base URL)."""
+        return f"/s/{self.share_id}"
+
+    def state(self, now: datetime | None = None) -> ShareState:
+        if self.revoked_at is not None:
+            return ShareState.REVOKED
+        if (now or datetime.now(UTC)) >= self.expires_at:
+            return ShareState.EXPIRED
+        if self.locked_at is not None:
+            return ShareState.LOCKED
+        return ShareState.ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.share_id,
+            "link": self.link,
+            "patient": self.patient,
+            "studies": list(self.studies),
+            "recipient": self.recipient,
+            "allow_download": self.allow_download,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "state": self.state().value,
+            "failed_attempts": self.failed_attempts,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class CreatedShare:
+    """A new share with its access code: the only time the code is known in clear."""
+
+    share: Share
+    code: str
+
+    @property
+    def link(self) -> str:
+        return self.share.link
+
+
+@dataclass(frozen=True)
+class ShareSession:
+    """What a successful redemption gives the recipient: a bearer token for the shared studies."""
+
+    access_token: str
+    expires_at: datetime
+    share: Share
+
+
+@dataclass(frozen=True)
+class RedemptionLimits:
+    max_failures: int = 5
+    """Wrong code or birth date this many times in a row locks the share."""
+    window: timedelta = timedelta(minutes=15)
+    per_share: int = 20
+    """Attempts on one share within ``window`` (any remote)."""
+    per_remote: int = 30
+    """Attempts from one address within ``window`` (any share, unknown ids included)."""
+
+
+class SharingError(ImageBridgeError):
+    """Base of the sharing errors; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class RedemptionRefused(SharingError):
+    """The code or the date of birth is wrong (the answer does not say which)."""
+
+    status = 401
+    code = "wrong_code_or_birth_date"
+
+    def __init__(self, reason: str, attempts_left: int) -> None:
+        super().__init__(reason)
+        self.attempts_left = attempts_left
+
+
+class ShareUnavailable(SharingError):
+    """The share was revoked or has expired."""
+
+    status = 403
+    code = "share_ended"
+
+    def __init__(self, reason: str, state: ShareState) -> None:
+        super().__init__(reason)
+        self.state = state
+
+
+class ShareLocked(SharingError):
+    status = 423
+    code = "share_locked"
+
+
+class TooManyAttempts(SharingError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Sharing:
+    """Create, list, revoke and redeem shares of one archive, issuing tokens from ``authority``."""
+
+    archive: Archive
+    authority: AuthorizationServer
+    limits: RedemptionLimits = field(default_factory=RedemptionLimits)
+    audit: AuditStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = self.archive.engine
+        self.index = FhirIndex(self.engine)
+        self.audit = AuditStore.of(self.engine)
+
+    # --- the patient's side ---------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        patient: str,
+        studies: list[str] | None,
+        created_by: str,
+        recipient: str | None = None,
+        expires: datetime | None = None,
+        allow_download: bool = True,
+    ) -> CreatedShare:
+        """Share ``studies`` of ``patient`` (None: all her studies now). InvalidInput / NotFound explain refusals."""
+        now = _now()
+        chosen = self._studies_to_share(patient, studies)
+        expires_at = _expiry(expires, now)
+        recipient = (recipient or "").strip()[:200] or None
+        code = _new_code()
+        share = Share(
+            share_id=secrets.token_urlsafe(18),
+            patient=patient,
+            studies=tuple(chosen),
+            created_by=created_by,
+            recipient=recipient,
+            allow_download=allow_download,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(insert(shares).values(**_share_row(share), code_hash=_hasher.hash(_normalise(code))))
+        self._audit(
+            "success",
+            "share created",
+            "share-create",
+            share,
+            user=created_by,
+            recipient=recipient,
+            allow_download=allow_download,
+            expires=expires_at.isoformat(),
+        )
+        return CreatedShare(share, code)
+
+    def list(self, patient: str | None = None, include_revoked: bool = False) -> list[Share]:
+        """Shares newest first; of one patient when ``patient`` is given."""
+        query = select(shares).order_by(shares.c.created_at.desc(), shares.c.pk.desc())
+        if patient is not None:
+            query = query.where(shares.c.patient == patient)
+        if not include_revoked:
+            query = query.where(shares.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_share(r) for r in conn.execute(query).all()]
+
+    def get(self, share_id: str) -> Share:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(shares).where(shares.c.share_id == share_id)).first()
+        if row is None:
+            raise NotFound("no such share")
+        return _share(row)
+
+    def revoke(self, share_id: str, by: str) -> Share:
+        """End the share now: every token issued from it stops working at once. Revoking twice is harmless."""
+        share = self.get(share_id)
+        if share.revoked_at is None:
+            now = _now()
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(shares)
+                    .where(shares.c.share_id == share_id, shares.c.revoked_at.is_(None))
+                    .values(revoked_at=now, revoked_by=by)
+                )
+            self._revoke_sessions(share_id)
+            share = self.get(share_id)
+            self._audit("success", "share revoked", "share-revoke", share, user=by)
+        return share
+
+    def unlock(self, share_id: str, by: str) -> Share:
+        """Clear a lock (and the count of wrong answers) with the same code."""
+        share = self.get(share_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(shares).where(shares.c.share_id == share_id).values(failed_attempts=0, locked_at=None)
+            )
+        self._audit("success", "share unlocked", "share-unlock", share, user=by)
+        return self.get(share_id)
+
+    def reissue_code(self, share_id: str, by: str) -> CreatedShare:
+        """A new access code (the old one stops working), which also clears a lock."""
+        share = self.get(share_id)
+        if share.state() in (ShareState.REVOKED, ShareState.EXPIRED):
+            raise ShareUnavailable(f"the share has {share.state().value}; create a new one", share.state())
+        code = _new_code()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(shares)
+                .where(shares.c.share_id == share_id)
+                .values(code_hash=_hasher.hash(_normalise(code)), failed_attempts=0, locked_at=None)
+            )
+        self._audit("success", "new access code issued", "share-reissue", share, user=by)
+        return CreatedShare(self.get(share_id), code)
+
+    def patient_of(self, study_uid: str) -> str:
+        """The FHIR Patient id of a study (for sharing by Study Instance UID); NotFound if unknown."""
+        rows = self.index.studies([studies.c.study_uid == study_uid])
+        if not rows:
+            raise NotFound(f"no study {study_uid} in the archive")
+        return rows[0].patient.fhir_id
+
+    def shared_studies(self, share: Share) -> builtins.list[StudyRow]:
+        """The shared studies still in the archive, newest first (date, modality, description, series)."""
+        return self.index.studies([studies.c.study_uid.in_(list(share.studies))])
+
+    # --- the recipient's side -------------------------------------------------------------
+
+    def redeem(self, share_id: str, code: str, birth_date: str, remote: str | None) -> ShareSession:
+        """Check the code and the patient's birth date; return a token for exactly the shared studies.
+
+        Raises NotFound, ShareUnavailable (revoked/expired), ShareLocked, TooManyAttempts (with
+        ``retry_after`` seconds), RedemptionRefused (with ``attempts_left``) or InvalidInput (a date
+        that is not one)."""
+        where = (remote or "unknown")[:128]
+        share_id = share_id[:64]
+        self._check_rate(share_attempts.c.remote == where, self.limits.per_remote, "this address")
+        try:
+            share = self.get(share_id)
+        except NotFound:
+            self._attempt(share_id, where, success=False)
+            audit.record(
+                "failure", "unknown share", store=self.audit, action="share-redeem-failed", share=share_id
+            )
+            raise
+        wanted = _birth_date(birth_date)
+        state = share.state()
+        if state in (ShareState.REVOKED, ShareState.EXPIRED):
+            self._attempt(share_id, where, success=False)
+            self._audit("failure", f"the share has {state.value}", "share-redeem-failed", share)
+            raise ShareUnavailable(f"this share has {state.value}; ask the patient for a new one", state)
+        if state is ShareState.LOCKED:
+            self._audit("failure", "the share is locked", "share-redeem-failed", share)
+            raise ShareLocked(
+                "this share is locked after too many wrong answers; ask the patient to unlock it"
+            )
+        self._check_rate(share_attempts.c.share_id == share_id, self.limits.per_share, "this share")
+        matched = self._answers_match(share, code, wanted)
+        self._attempt(share_id, where, success=matched)
+        if not matched:
+            return self._refuse(share)
+        return self._open_session(share, remote)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _answers_match(self, share: Share, code: str, birth_date: str) -> bool:
+        with self.engine.connect() as conn:
+            code_hash = conn.execute(
+                select(shares.c.code_hash).where(shares.c.share_id == share.share_id)
+            ).scalar()
+        try:
+            code_ok: bool = _hasher.verify(str(code_hash), _normalise(code))
+        except (VerificationError, InvalidHashError):
+            code_ok = False
+        return code_ok and secrets.compare_digest(birth_date, self._patient_birth_date(share.patient))
+
+    def _refuse(self, share: Share) -> ShareSession:
+        now = _now()
+        limit = self.limits.max_failures
+        with self.engine.begin() as conn:
+            failures = conn.execute(
+                update(shares)
+                .where(shares.c.share_id == share.share_id)
+                .values(
+                    failed_attempts=shares.c.failed_attempts + 1,
+                    locked_at=case(
+                        (shares.c.failed_attempts + 1 >= limit, func.coalesce(shares.c.locked_at, now)),
+                        else_=shares.c.locked_at,
+                    ),
+                )
+                .returning(shares.c.failed_attempts)
+            ).scalar_one()
+        left = max(limit - failures, 0)
+        reason = "wrong access code or date of birth"
+        self._audit("failure", reason, "share-redeem-failed", share, attempts_left=left)
+        if left == 0:
+            raise ShareLocked("too many wrong answers: the share is now locked; ask the patient to unlock it")
+        raise RedemptionRefused(f"{reason}; {left} attempt{'s' if left != 1 else ''} left", left)
+
+    def _open_session(self, share: Share, remote: str | None) -> ShareSession:
+        now = _now()
+        lifetime = min(SESSION_LIFETIME, share.expires_at - now)
+        grant = Grant(
+            SHARE_CLIENT,
+            SHARE_SCOPE,
+            patient=share.patient,
+            data={
+                "policy": {"patients": [share.patient], "studies": list(share.studies)},
+                "share": {
+                    "id": share.share_id,
+                    "studies": list(share.studies),
+                    "download": share.allow_download,
+                },
+            },
+        )
+        token, record = self.authority.tokens.issue("access", grant, max(int(lifetime.total_seconds()), 1))
+        with self.engine.begin() as conn:
+            conn.execute(update(shares).where(shares.c.share_id == share.share_id).values(failed_attempts=0))
+            conn.execute(
+                insert(share_sessions).values(
+                    share_id=share.share_id,
+                    grant_id=grant.grant_id,
+                    remote=remote,
+                    created_at=now,
+                    expires_at=record.expires_at,
+                )
+            )
+        if self.get(share.share_id).revoked_at is not None:
+            self.authority.tokens.revoke_grant(grant.grant_id)
+            raise ShareUnavailable("this share was revoked", ShareState.REVOKED)
+        self._audit("success", "share opened with the access code and date of birth", "share-redeem", share)
+        return ShareSession(token, record.expires_at, share)
+
+    def _revoke_sessions(self, share_id: str) -> None:
+        with self.engine.connect() as conn:
+            grants = conn.execute(
+                select(share_sessions.c.grant_id).where(share_sessions.c.share_id == share_id)
+            )
+            grant_ids = [r.grant_id for r in grants]
+        for grant_id in grant_ids:
+            self.authority.tokens.revoke_grant(grant_id)
+
+    def _check_rate(self, condition: Any, limit: int, what: str) -> None:
+        since = _now() - self.limits.window
+        query = select(func.count(), func.min(share_attempts.c.at)).where(
+            condition, share_attempts.c.at >= since
+        )
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(query).one()
+        if count >= limit:
+            retry = int((aware(oldest) + self.limits.window - _now()).total_seconds()) + 1
+            audit.record(
+                "failure", f"too many attempts from {what}", store=self.audit, action="share-redeem-failed"
+            )
+            raise TooManyAttempts(
+                f"too many attempts from {what}; try again in {retry} seconds", max(retry, 1)
+            )
+
+    def _attempt(self, share_id: str, remote: str, *, success: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(share_attempts).values(share_id=share_id, remote=remote, at=_now(), success=success)
+            )
+
+    def _patient_birth_date(self, patient: str) -> str:
+        rows = self.index.patients([fhir_patient_ids.c.fhir_id == patient])
+        return rows[0].birth_date.strip() if rows else ""
+
+    def _studies_to_share(self, patient: str, wanted: builtins.list[str] | None) -> builtins.list[str]:
+        rows = self.index.studies([fhir_patient_ids.c.fhir_id == patient])
+        if not rows:
+            raise NotFound("this patient has no studies in the archive")
+        if not rows[0].patient.birth_date.strip():
+            raise InvalidInput(
+                "the patient's date of birth is not recorded, so a recipient could not confirm it; "
+                "correct the studies' PatientBirthDate first"
+            )
+        own = [r.uid for r in rows]
+        if wanted is None:
+            return own
+        chosen = list(dict.fromkeys(uid.strip() for uid in wanted if uid.strip()))
+        if not chosen:
+            raise InvalidInput("choose at least one study to share (or share all of them)")
+        foreign = [uid for uid in chosen if uid not in own]
+        if foreign:
+            raise InvalidInput(f"not a study of this patient: {', '.join(foreign)}")
+        return chosen
+
+    def _audit(self, outcome: str, reason: str, action: str, share: Share, **fields: Any) -> None:
+        audit.record(
+            outcome,
+            reason,
+            store=self.audit,
+            action=action,
+            share=share.share_id,
+            patient=share.patient,
+            study=share.studies[0] if len(share.studies) == 1 else None,
+            studies=list(share.studies),
+            **fields,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_code() -> str:
+    code = "".join(secrets.choice(CROCKFORD) for _ in range(CODE_LENGTH))
+    return f"{code[:5]}-{code[5:]}"
+
+
+def _normalise(code: str) -> str:
+    """What the recipient typed, as the code: case, spaces, hyphens and O/I/L mix-ups forgiven."""
+    return re.sub(r"[\s\-]", "", code).upper().translate(_CONFUSABLE)
+
+
+def _birth_date(text: str) -> str:
+    """YYYY-MM-DD (or DICOM's YYYYMMDD) as DICOM DA; InvalidInput for anything else."""
+    value = text.strip()
+    for pattern in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, pattern).strftime("%Y%m%d")
+        except ValueError:
+            continue
+    raise InvalidInput("the date of birth must be written YYYY-MM-DD, e.g. 1970-03-21")
+
+
+def _expiry(expires: datetime | None, now: datetime) -> datetime:
+    if expires is None:
+        return now + DEFAULT_EXPIRY
+    expires = aware(expires)
+    if expires <= now:
+        raise InvalidInput("the expiry must be in the future")
+    if expires > now + MAX_EXPIRY + timedelta(minutes=5):
+        raise InvalidInput("a share lasts at most one year")
+    return expires
+
+
+def _share_row(share: Share) -> dict[str, Any]:
+    return {
+        "share_id": share.share_id,
+        "patient": share.patient,
+        "studies": json.dumps(list(share.studies)),
+        "created_by": share.created_by,
+        "recipient": share.recipient,
+        "allow_download": share.allow_download,
+        "created_at": share.created_at,
+        "expires_at": share.expires_at,
+        "failed_attempts": 0,
+    }
+
+
+def _share(row: Any) -> Share:
+    return Share(
+        share_id=row.share_id,
+        patient=row.patient,
+        studies=tuple(json.loads(row.studies)),
+        created_by=row.created_by,
+        recipient=row.recipient,
+        allow_download=bool(row.allow_download),
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
+        failed_attempts=row.failed_attempts,
+        locked_at=aware(row.locked_at) if row.locked_at else None,
+        revoked_at=aware(row.revoked_at) if row.revoked_at else None,
+        revoked_by=row.revoked_by,
+    )
