@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -155,8 +156,11 @@ auth_clients = Table(
     Column("scope", Text, nullable=False),
     Column("policy", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("launch_url", Text, nullable=False, server_default=""),  # revision 0008 (EHR launch)
+    Column("pre_approved", Boolean, nullable=False, server_default=false()),  # revision 0008
 )
-"""Registered SMART apps and backend services (RFC 7591 metadata plus a pre-authorized access policy)."""
+"""Registered SMART apps and backend services (RFC 7591 metadata plus a pre-authorized access policy;
+since 0008 the app's EHR launch URL and whether the organisation pre-approved it for EHR launches)."""
 
 auth_tokens = Table(
     "auth_tokens",
@@ -372,3 +376,21 @@ outside_studies = Table(
     Column("imported_at", DateTime(timezone=True), nullable=False, index=True),
 )
 """Studies in the main index that came from outside (purged after the retention period)."""
+
+
+# --- EHR launch (issue 4; revision 0008) --------------------------------------------------------
+
+ehr_launches = Table(
+    "ehr_launches",
+    metadata,
+    Column("launch_hash", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False),
+    Column("username", String(128), nullable=False),
+    Column("patient", String(64), nullable=False),
+    Column("encounter", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+"""SMART EHR launch contexts: which clinician launched which app for which patient; the opaque
+``launch`` value is stored as its SHA-256 only; each is used once and expires within minutes."""
