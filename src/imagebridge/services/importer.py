@@ -14,11 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from imagebridge.errors import ImageBridgeError, NotDicom
 from imagebridge.index.catalog import Outcome
 from imagebridge.services.ingest import Ingest
+from imagebridge.storage.base import Spool
+
+if TYPE_CHECKING:
+    from imagebridge.services.reconcile import SourceImport
 
 MAX_MEMBER_BYTES = 8 * 1024**3
 MAX_RATIO = 200
@@ -40,10 +44,16 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     studies: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
+    waiting_review: int = 0
+    """Instances held out of the index until a reviewer decides their patient (import with a source)."""
+    decisions: dict[str, str] = field(default_factory=dict)
+    """Study Instance UID -> how its patient was reconciled (import with a source)."""
 
     @property
     def total(self) -> int:
-        return self.stored + self.already_present + len(self.refused) + len(self.skipped)
+        return (
+            self.stored + self.already_present + self.waiting_review + len(self.refused) + len(self.skipped)
+        )
 
 
 def discover(paths: list[Path], skipped: list[tuple[str, str]]) -> Iterator[Candidate]:
@@ -102,21 +112,28 @@ def looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def import_candidate(ingest: Ingest, candidate: Candidate, summary: Summary) -> None:
+def import_candidate(
+    ingest: Ingest, candidate: Candidate, summary: Summary, *, source: SourceImport | None = None
+) -> None:
+    """Spool one candidate and store it; with a ``source``, reconcile its patient first
+    (``services/reconcile.py``: coerced to the local identity, or held for review)."""
     try:
-        with candidate.opener() as source:
-            head = source.read(132)
+        with candidate.opener() as stream:
+            head = stream.read(132)
             if not looks_like_dicom(head):
                 summary.skipped.append((candidate.name, "not a DICOM file (no DICM prefix)"))
                 return
             spool = ingest.spool()
             spool.write(head)
-            while data := source.read(1024 * 1024):
+            while data := stream.read(1024 * 1024):
                 spool.write(data)
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         summary.skipped.append((candidate.name, f"unreadable: {exc}"))
         return
     summary.bytes += spool.size
+    if source is not None:
+        _reconcile(source, spool, candidate, summary)
+        return
     try:
         stored = ingest.store(spool)
     except NotDicom as exc:
@@ -128,5 +145,26 @@ def import_candidate(ingest: Ingest, candidate: Candidate, summary: Summary) -> 
     summary.studies[stored.study_uid] += 1
     if stored.outcome is Outcome.ALREADY_STORED:
         summary.already_present += 1
+    else:
+        summary.stored += 1
+
+
+def _reconcile(source: SourceImport, spool: Spool, candidate: Candidate, summary: Summary) -> None:
+    from imagebridge.services.reconcile import Received
+
+    try:
+        receipt = source.receive(spool)
+    except NotDicom as exc:
+        summary.skipped.append((candidate.name, exc.reason))
+        return
+    except ImageBridgeError as exc:
+        summary.refused.append((candidate.name, exc.reason))
+        return
+    summary.studies[receipt.study_uid] += 1
+    summary.decisions[receipt.study_uid] = receipt.case.summary()
+    if receipt.outcome is Received.ALREADY_IMPORTED:
+        summary.already_present += 1
+    elif receipt.outcome is Received.QUARANTINED:
+        summary.waiting_review += 1
     else:
         summary.stored += 1
