@@ -96,6 +96,13 @@ class EhrSettings(BaseModel):
             raise ValueError("the EHR's fhir_base must be an http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("private_key_file")
+    @classmethod
+    def _key_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"the private key file {value} does not exist")
+        return value
+
     @field_validator("mrn_identifier")
     @classmethod
     def _known_rule(cls, value: str) -> str:

@@ -16,6 +16,7 @@ DIMSE: ``dimse/status.py``)::
     ├── UnsupportedMediaType     the request body type is not one we read (HTTP 415)
     ├── CannotTranscode          the pixel data cannot be converted as asked (HTTP 406)
     └── StorageFailure           the archive could not write or read durably (HTTP 500/503)
+        └── UpstreamUnavailable  a service this one relies on (the EHR) cannot answer now (HTTP 503)
 """
 
 from __future__ import annotations
@@ -75,3 +76,14 @@ class CannotTranscode(NotAcceptable):
 
 class StorageFailure(ImageBridgeError):
     pass
+
+
+class UpstreamUnavailable(StorageFailure):
+    """A service the request depends on (integrated mode: the EHR) is unreachable; retry after a while.
+
+    It maps as StorageFailure does (503); ``retry_after`` is sent as ``Retry-After`` (RFC 9110 §10.2.3).
+    """
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after

@@ -19,7 +19,7 @@ from imagebridge.auth.errors import AccessDenied, InsufficientScope, InvalidToke
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.auth.server import AuthorizationServer, Endpoints
 from imagebridge.errors import InvalidQuery, NotFound
-from imagebridge.fhir import discovery, errors, identifiers, paging, resources, search
+from imagebridge.fhir import errors, identifiers, integrated, paging, resources, search
 from imagebridge.fhir.index import FhirIndex
 from imagebridge.index.schema import fhir_patient_ids, studies
 from imagebridge.services.archive import Archive
@@ -34,6 +34,7 @@ def mount(parent: FastAPI, archive: Archive, authorization: AuthorizationServer)
     app = FastAPI(title="imagebridge FHIR R4", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.authorization = authorization
+    app.state.authority = getattr(parent.state, "authority", authorization)
     app.state.index = FhirIndex(archive.engine)
     app.state.started = datetime.now(UTC).isoformat(timespec="seconds")
     errors.install(app)
@@ -56,8 +57,7 @@ def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-    authorization: AuthorizationServer = request.app.state.authorization
-    return authorization.principal(token.strip())
+    return integrated.authority(request).principal(token.strip())
 
 
 Where = Annotated[Endpoints, Depends(endpoints)]
@@ -105,11 +105,11 @@ def params(pairs: list[tuple[str, str]], allowed: set[str]) -> dict[str, list[st
 def _discovery_routes(app: FastAPI) -> None:
     @app.get("/metadata")
     def metadata(request: Request, where: Where) -> JSONResponse:
-        return fhir(discovery.capability_statement(where, request.app.state.started))
+        return fhir(integrated.capability_statement(request, where, request.app.state.started))
 
     @app.get("/.well-known/smart-configuration")
-    def smart_configuration(where: Where) -> JSONResponse:
-        return JSONResponse(discovery.smart_configuration(where))
+    def smart_configuration(request: Request, where: Where) -> JSONResponse:
+        return JSONResponse(integrated.smart_configuration(request, where))
 
 
 def _resource_routes(app: FastAPI) -> None:
@@ -128,7 +128,7 @@ def _resource_routes(app: FastAPI) -> None:
         wanted = {search.patient_reference(v) for v in search.split_values(refs)}
         if len(wanted) != 1 or len(refs) != 1:
             raise InvalidQuery("search one patient at a time")
-        patient_id = wanted.pop()
+        patient_id = integrated.archive_patient(request, wanted.pop())
         require(caller, Target("ImagingStudy", "search", patient=patient_id))
         include = _include(query.get("_include", []))
         conditions: list[ColumnElement[bool]] = [fhir_patient_ids.c.fhir_id == patient_id]
@@ -142,7 +142,7 @@ def _resource_routes(app: FastAPI) -> None:
             for r in rows
             if policy.check(caller, Target("ImagingStudy", "search", r.patient.fhir_id, r.uid)).allowed
         ]
-        matches = [resources.imaging_study(r) for r in visible]
+        matches = integrated.with_subjects(request, visible, [resources.imaging_study(r) for r in visible])
         includes = [resources.endpoint(f"{where.base}/dicomweb")] if include and matches else []
         url = f"{where.fhir}/ImagingStudy"
         return fhir(paging.searchset(url, where.fhir, pairs, page, matches, includes))
@@ -154,7 +154,7 @@ def _resource_routes(app: FastAPI) -> None:
             require(caller, Target("ImagingStudy", "read"))
             raise NotFound(f"ImagingStudy/{study_id} is not known")
         require(caller, Target("ImagingStudy", "read", rows[0].patient.fhir_id, study_id))
-        return fhir(resources.imaging_study(rows[0]))
+        return fhir(integrated.with_subjects(request, rows, [resources.imaging_study(rows[0])])[0])
 
     @app.get("/Patient")
     @app.post("/Patient/_search")

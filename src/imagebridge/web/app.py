@@ -8,6 +8,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from imagebridge import __version__
+from imagebridge.auth.authority import TokenAuthority
+from imagebridge.auth.server import AuthorizationServer
 from imagebridge.dicomweb import errors as http_errors
 from imagebridge.dicomweb.router import build_router
 from imagebridge.fhir import app as fhir
@@ -35,10 +37,31 @@ def create_app(archive: Archive) -> FastAPI:
         )
     app.include_router(build_router())
     authorization = oauth.mount(app, archive)
-    app.state.authority = authorization
+    app.state.authority = _authority(app, archive, authorization)
     fhir.mount(app, archive, authorization)
     _health_routes(app, archive)
     return app
+
+
+def _authority(app: FastAPI, archive: Archive, local: AuthorizationServer) -> TokenAuthority:
+    """Standalone: the local authorization server. Integrated (``[ehr]``): the EHR, by introspection."""
+    settings = archive.settings.ehr
+    if settings is None:
+        return local
+    from imagebridge.auth.clients import AccessGrant
+    from imagebridge.auth.remote import EhrAuthority
+    from imagebridge.fhir.identifiers import issuer_of, system_of
+    from imagebridge.fhir.index import fhir_id
+    from imagebridge.web.retry import RetryAfter
+
+    def policy(client_id: str) -> AccessGrant:
+        client = local.clients.get(client_id)
+        return client.policy if client else AccessGrant()
+
+    app.add_middleware(RetryAfter, seconds=settings.retry_after)
+    return EhrAuthority(
+        settings, patient_key=fhir_id, issuer_of=issuer_of, system_of=system_of, client_policy=policy
+    )
 
 
 def _health_routes(app: FastAPI, archive: Archive) -> None:
