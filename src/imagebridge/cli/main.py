@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imagebridge.cli import auth, common, dicom, peer
+from imagebridge.cli import auth, common, dicom, media, peer, reconcile
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
@@ -20,6 +20,7 @@ from imagebridge.services.archive import Archive, open_archive
 
 if TYPE_CHECKING:
     from imagebridge.dimse.server import DimseServer
+    from imagebridge.services.reconcile import SourceImport
 
 app = typer.Typer(
     name="imagebridge",
@@ -33,6 +34,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(peer.app, name="peer")
 app.add_typer(dicom.app, name="dicom")
 auth.install(app)
+media.install(app)
+reconcile.install(app)
 
 
 @app.command()
@@ -147,11 +150,20 @@ def import_(
     config: ConfigFile = None,
     show_skipped: Annotated[bool, typer.Option("--show-skipped", help="List every skipped file.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Outside studies from this source ('imagebridge source list'): each patient is reconciled "
+            "to a local one, uncertain matches wait in 'imagebridge review list'.",
+        ),
+    ] = None,
 ) -> None:
     """Load DICOM files into the archive, with a progress bar and a closing summary."""
     common.setup_logging(verbose)
     settings = common.settings(config, data_dir=data_dir, database_url=database_url)
     archive = _open(settings)
+    reconciling = _source_import(archive, source) if source else None
     summary = importer.Summary()
     candidates = list(importer.discover(paths, summary.skipped))
     started = time.monotonic()
@@ -159,7 +171,7 @@ def import_(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("importing", total=len(candidates))
         for candidate in candidates:
-            importer.import_candidate(archive.ingest, candidate, summary)
+            importer.import_candidate(archive.ingest, candidate, summary, source=reconciling)
             progress.advance(task)
     archive.close()
     _print_summary(summary, time.monotonic() - started, show_skipped)
@@ -167,9 +179,23 @@ def import_(
         raise typer.Exit(1)
 
 
+def _source_import(archive: Archive, name: str) -> SourceImport:
+    from imagebridge.services.reconcile import SourceImport, Sources, reconciler_for
+
+    reconciler = reconciler_for(archive)
+    try:
+        return SourceImport(reconciler, Sources(reconciler.records, archive.settings).get(name))
+    except ImageBridgeError as exc:
+        archive.close()
+        common.fail(exc.reason)
+    raise AssertionError("unreachable")
+
+
 def _print_summary(summary: importer.Summary, seconds: float, show_skipped: bool) -> None:
     table = Table(title="Import summary", show_header=False)
     table.add_row("stored", str(summary.stored))
+    if summary.decisions:
+        table.add_row("waiting for review", str(summary.waiting_review))
     table.add_row("already present", str(summary.already_present))
     table.add_row("refused", str(len(summary.refused)))
     table.add_row("skipped (not DICOM or unreadable)", str(len(summary.skipped)))
@@ -180,6 +206,8 @@ def _print_summary(summary: importer.Summary, seconds: float, show_skipped: bool
         f"{seconds:.1f} s ({rate:.0f} instances/s, {summary.bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
     )
     console.print(table)
+    for study_uid, decision in summary.decisions.items():
+        console.print(f"study {study_uid}: {decision}")
     for name, reason in summary.refused:
         console.print(f"[yellow]refused[/] {name}: {reason}")
     if show_skipped:

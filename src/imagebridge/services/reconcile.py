@@ -226,8 +226,10 @@ class Reconciler:
             result = score.score(mine, theirs, self.card)
             if best is None or result.total > best[1].total:
                 best = (patient, result)
-        if best is None or score.verdict(best[1].total, self.card) is score.Verdict.DIFFERENT:
-            return "scorecard", None, best[1] if best else None
+        if best is None:
+            return "scorecard: no local candidate", None, None
+        if score.verdict(best[1].total, self.card) is score.Verdict.DIFFERENT:
+            return "scorecard", None, best[1]
         return "scorecard", best[0], best[1]
 
     def _identity(self, case: Case) -> Identity:
