@@ -53,18 +53,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def make_archive(tmp_path: Path, database_url: str, **settings: object) -> Archive:
+    """An archive for archive-core tests: DICOMweb without tokens (``dicomweb_anonymous``) unless
+    a test says ``dicomweb_anonymous=False`` (the default of a real server; tests/auth do)."""
+    settings.setdefault("dicomweb_anonymous", True)
     return open_archive(Settings(data_dir=tmp_path / "data", database_url=database_url, **settings))  # type: ignore[arg-type]
 
 
-def archive_per_backend(backend: str, tmp: Path) -> Iterator[Archive]:
+def archive_per_backend(backend: str, tmp: Path, **settings: object) -> Iterator[Archive]:
     """An archive on ``backend`` ("sqlite" or "postgresql") for a longer-lived fixture."""
     if backend == "sqlite":
-        archive = make_archive(tmp, f"sqlite:///{tmp / 'index.sqlite3'}")
+        archive = make_archive(tmp, f"sqlite:///{tmp / 'index.sqlite3'}", **settings)
         yield archive
         archive.close()
         return
     for url in _temporary_pg_database():
-        archive = make_archive(tmp, url)
+        archive = make_archive(tmp, url, **settings)
         yield archive
         archive.close()
 

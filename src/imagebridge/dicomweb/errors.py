@@ -1,4 +1,10 @@
-"""The one mapping from the error tree to HTTP for DICOMweb (and any plain HTTP route)."""
+"""The one mapping from the error tree to HTTP for DICOMweb (and any plain HTTP route).
+
+Authentication and authorization follow RFC 6750 §3: a missing, malformed, unknown, expired or
+revoked token is 401 with ``WWW-Authenticate: Bearer realm="imagebridge"`` (with
+``error="invalid_token"`` when a token was sent, §3.1); a valid token without access is 403,
+with ``error="insufficient_scope"`` in the challenge when the scopes are what is missing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagebridge import errors
+from imagebridge.auth.errors import InsufficientScope, InvalidToken, OAuthError
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +37,35 @@ def status_of(error: errors.ImageBridgeError) -> int:
     return 500
 
 
-def problem(status: int, reason: str) -> JSONResponse:
+def problem(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An error body people and programs can read: ``{"status": 404, "error": "..."}``."""
-    return JSONResponse({"status": status, "error": reason}, status_code=status)
+    return JSONResponse({"status": status, "error": reason}, status_code=status, headers=headers)
+
+
+REALM = 'Bearer realm="imagebridge"'
+
+
+def challenge(exc: OAuthError) -> str:
+    """The ``WWW-Authenticate`` value for a refused token (RFC 6750 §3); a request without any
+    token gets the bare challenge (§3.1: no error code when no authentication was attempted)."""
+    if isinstance(exc, InvalidToken) and exc.description.startswith("no access token"):
+        return REALM
+    description = exc.description.replace('"', "'").replace("\\", "/")
+    return f'{REALM}, error="{exc.error}", error_description="{description}"'
+
+
+def oauth_problem(exc: OAuthError) -> JSONResponse:
+    if isinstance(exc, InvalidToken):
+        return problem(401, exc.description, {"WWW-Authenticate": challenge(exc)})
+    headers = {"WWW-Authenticate": challenge(exc)} if isinstance(exc, InsufficientScope) else None
+    return problem(403, exc.description, headers)
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(OAuthError)
+    async def _oauth(_request: Request, exc: OAuthError) -> JSONResponse:
+        return oauth_problem(exc)
+
     @app.exception_handler(errors.ImageBridgeError)
     async def _domain(_request: Request, exc: errors.ImageBridgeError) -> JSONResponse:
         return problem(status_of(exc), exc.reason)

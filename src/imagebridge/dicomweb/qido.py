@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from imagebridge.dicom import dicomjson, tags
 from imagebridge.dicom.matching import Criterion, Level, Query
 from imagebridge.dicomweb import accept, warning
-from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
+from imagebridge.dicomweb.deps import Access, ArchiveDep, BaseUrl, Caller
 from imagebridge.errors import InvalidQuery
 from imagebridge.services import query as query_service
 
@@ -112,6 +112,7 @@ def _criteria(tag: int, given: list[str]) -> list[Criterion]:
 async def _search(
     request: Request,
     archive: ArchiveDep,
+    access: Access,
     base_url: str,
     level: Level,
     study: str | None = None,
@@ -129,6 +130,7 @@ async def _search(
             include=parsed.include,
             base_url=base_url,
             max_limit=settings.qido_max_limit,
+            visible=access.visible(level),
         )
     )
     warnings = parsed.warnings + result.warnings
@@ -143,36 +145,40 @@ def _render(matches: list[dict[str, Any]], base_url: str) -> str:
 
 
 @router.get("/studies", summary="Search for studies")
-async def search_studies(request: Request, archive: ArchiveDep, base_url: BaseUrl) -> Response:
-    return await _search(request, archive, base_url, Level.STUDY)
+async def search_studies(
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl
+) -> Response:
+    return await _search(request, archive, access, base_url, Level.STUDY)
 
 
 @router.get("/series", summary="Search for series")
-async def search_series(request: Request, archive: ArchiveDep, base_url: BaseUrl) -> Response:
-    return await _search(request, archive, base_url, Level.SERIES)
+async def search_series(request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl) -> Response:
+    return await _search(request, archive, access, base_url, Level.SERIES)
 
 
 @router.get("/instances", summary="Search for instances")
-async def search_instances(request: Request, archive: ArchiveDep, base_url: BaseUrl) -> Response:
-    return await _search(request, archive, base_url, Level.IMAGE)
+async def search_instances(
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl
+) -> Response:
+    return await _search(request, archive, access, base_url, Level.IMAGE)
 
 
 @router.get("/studies/{study}/series", summary="Search for series of a study")
 async def search_study_series(
-    request: Request, archive: ArchiveDep, base_url: BaseUrl, study: str
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl, study: str
 ) -> Response:
-    return await _search(request, archive, base_url, Level.SERIES, study)
+    return await _search(request, archive, access, base_url, Level.SERIES, study)
 
 
 @router.get("/studies/{study}/instances", summary="Search for instances of a study")
 async def search_study_instances(
-    request: Request, archive: ArchiveDep, base_url: BaseUrl, study: str
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl, study: str
 ) -> Response:
-    return await _search(request, archive, base_url, Level.IMAGE, study)
+    return await _search(request, archive, access, base_url, Level.IMAGE, study)
 
 
 @router.get("/studies/{study}/series/{series}/instances", summary="Search for instances of a series")
 async def search_series_instances(
-    request: Request, archive: ArchiveDep, base_url: BaseUrl, study: str, series: str
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl, study: str, series: str
 ) -> Response:
-    return await _search(request, archive, base_url, Level.IMAGE, study, series)
+    return await _search(request, archive, access, base_url, Level.IMAGE, study, series)

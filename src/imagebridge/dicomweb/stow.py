@@ -14,8 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from imagebridge import errors
+from imagebridge.dicom.parse import read_stored
 from imagebridge.dicomweb import multipart, warning
-from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
+from imagebridge.dicomweb.deps import Access, ArchiveDep, BaseUrl, Caller
+from imagebridge.fhir.index import fhir_id
 from imagebridge.services.ingest import Ingest, Stored
 from imagebridge.storage.base import Spool
 
@@ -28,6 +30,8 @@ DUPLICATE_INSTANCE = 0x0111
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xA900
+NOT_AUTHORIZED = 0x0124
+"""PS3.7 Table C-1 "Refused: Not Authorized": the token may not store this patient's instance."""
 
 
 @dataclass
@@ -95,8 +99,10 @@ class _SpoolPart(multipart.PartWriter):
         outcomes: Outcomes,
         limit: int,
         workers: tuple[anyio.abc.TaskGroup, anyio.Semaphore],
+        access: Access,
     ) -> None:
         self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
+        self.access = access
         self.tasks, self.slots = workers
         self.part = outcomes.next_part()
         self.spool: Spool = ingest.spool()
@@ -116,6 +122,11 @@ class _SpoolPart(multipart.PartWriter):
 
     async def _store(self) -> None:
         try:
+            refusal = await anyio.to_thread.run_sync(refused, self.access, self.spool)
+            if refusal is not None:
+                self.spool.discard()
+                self._failed(*refusal)
+                return
             stored = await anyio.to_thread.run_sync(
                 lambda: self.ingest.store(self.spool, study_uid=self.study_uid)
             )
@@ -136,6 +147,40 @@ class _SpoolPart(multipart.PartWriter):
 
     async def abort(self) -> None:
         self.spool.discard()
+
+
+_OWNER_TAGS = ["PatientID", "IssuerOfPatientID", "StudyInstanceUID"]
+
+
+def refused(access: Access, spool: Spool) -> tuple[int, str] | None:
+    """Why the caller may not store the spooled instance (a failure reason and comment), or
+    None: its patient, and the study it joins, must be within the caller's access (create).
+
+    Read the way ingest reads it (``parse.read_stored``), so both see the same patient; an
+    object that cannot be read is refused here rather than stored unchecked."""
+    if access.anonymous:
+        return None
+    spool.flush()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = read_stored(spool.path, stop_before_pixels=True, specific_tags=_OWNER_TAGS)
+        patient_id, issuer, study_uid = (_text(ds.get(k)) for k in _OWNER_TAGS)
+    except Exception:
+        return CANNOT_UNDERSTAND, "not a readable DICOM Part 10 object"
+    decision = access.may_store(fhir_id(patient_id, issuer), study_uid)
+    if decision.allowed:
+        return None
+    return NOT_AUTHORIZED, "refused: this token may not store instances of this patient or study"
+
+
+def _text(value: object) -> str:
+    """As ``parse`` reads a text value: multiple values joined by backslash, padding stripped."""
+    if value is None:
+        return ""
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip().rstrip("\x00")
 
 
 HEAD_BYTES = 64 * 1024
@@ -231,7 +276,9 @@ def status_of(outcomes: Outcomes) -> int:
     return 202 if outcomes.stored else 409
 
 
-async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid: str | None) -> JSONResponse:
+async def _store(
+    request: Request, archive: ArchiveDep, access: Access, base_url: str, study_uid: str | None
+) -> JSONResponse:
     request_type = multipart.parse_request_type(request.headers.get("content-type"))
     outcomes = Outcomes()
     limit = archive.settings.max_upload_bytes
@@ -251,7 +298,7 @@ async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid
                 return _RefusedPart(
                     outcomes, f"part of type {media} refused: only application/dicom is stored"
                 )
-            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots))
+            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots), access)
 
         try:
             await multipart.read_parts(request.stream(), request_type.boundary, open_part)
@@ -280,12 +327,14 @@ async def _store(request: Request, archive: ArchiveDep, base_url: str, study_uid
 
 
 @router.post("/studies", summary="Store instances")
-async def store_instances(request: Request, archive: ArchiveDep, base_url: BaseUrl) -> JSONResponse:
-    return await _store(request, archive, base_url, None)
+async def store_instances(
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl
+) -> JSONResponse:
+    return await _store(request, archive, access, base_url, None)
 
 
 @router.post("/studies/{study}", summary="Store instances of one study")
 async def store_study_instances(
-    request: Request, archive: ArchiveDep, base_url: BaseUrl, study: str
+    request: Request, archive: ArchiveDep, access: Caller, base_url: BaseUrl, study: str
 ) -> JSONResponse:
-    return await _store(request, archive, base_url, study)
+    return await _store(request, archive, access, base_url, study)

@@ -251,13 +251,15 @@ def _apply(query: Query, sql: Select[Any], dialect: str) -> Select[Any]:
     return sql
 
 
-def search(engine: Engine, query: Query) -> list[dict[str, Any]]:
-    """Rows matching ``query`` as dicts of column values (patient, study, series, instance)."""
-    sql = (
-        _apply(query, _base(query.level), engine.dialect.name)
-        .order_by(*_ORDER[query.level])
-        .offset(query.offset)
-    )
+def search(engine: Engine, query: Query, visible: ColumnElement[bool] | None = None) -> list[dict[str, Any]]:
+    """Rows matching ``query`` as dicts of column values (patient, study, series, instance).
+
+    ``visible`` (``index.access.visible``) limits the rows to what the caller may see, in the
+    query itself, so that ``limit`` and ``offset`` count visible rows only."""
+    sql = _apply(query, _base(query.level), engine.dialect.name)
+    if visible is not None:
+        sql = sql.where(visible)
+    sql = sql.order_by(*_ORDER[query.level]).offset(query.offset)
     if query.limit is not None:
         sql = sql.limit(query.limit)
     with engine.connect() as conn:

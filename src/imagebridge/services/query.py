@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import Engine
+from sqlalchemy import ColumnElement, Engine
 
 from imagebridge.dicom import tags
 from imagebridge.dicom.matching import Kind, Level, Query
@@ -53,8 +53,11 @@ def run(
     include: IncludeFields,
     base_url: str,
     max_limit: int,
+    visible: ColumnElement[bool] | None = None,
 ) -> QueryResult:
-    """Run ``query``; unsupported matching keys are ignored with a warning (PS3.18 §8.3.4.1)."""
+    """Run ``query``; unsupported matching keys are ignored with a warning (PS3.18 §8.3.4.1).
+
+    ``visible`` is the caller's access as SQL (``index.access.visible``); None: everything."""
     result = QueryResult(matches=[])
     kept = []
     for criterion in query.criteria:
@@ -72,7 +75,7 @@ def run(
             result.warnings.append(f"limit reduced to the server maximum of {max_limit}")
         query.limit = max_limit
     try:
-        rows = index_search.search(engine, query)
+        rows = index_search.search(engine, query, visible)
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from exc
     shape = _Shape(query.level, query.study_uid is None, query.series_uid is None)
