@@ -27,10 +27,12 @@ from pydicom.dataset import Dataset
 from pydicom.fileset import DIRECTORY_RECORDERS
 from pydicom.fileset import _four_level_record_type as four_level_record_type
 from pydicom.uid import generate_uid
+from sqlalchemy import select
 
 from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import InvalidInput, NotFound
 from imagebridge.index.lookup import StoredInstance, Target
+from imagebridge.index.schema import patients, studies
 from imagebridge.media import dicomdir, pages
 from imagebridge.media.zipstream import Entry, ZipLayout
 from imagebridge.services.archive import Archive
@@ -276,3 +278,25 @@ def copy_entry(entry: Entry, target: Path) -> None:
 def is_file_id_component(value: str) -> bool:
     """PS3.10 §8.5: a File ID component is 1 to 8 characters of A-Z, 0-9 and underscore."""
     return re.fullmatch(r"[A-Z0-9_]{1,8}", value) is not None
+
+
+def patient_studies(archive: Archive, patient_id: str, issuer: str | None = None) -> list[str]:
+    """The Study Instance UIDs of a patient, oldest first; with several issuers for the same
+    Patient ID, ``issuer`` must say which patient is meant (PS3.3 §C.7.1.1 identity is the pair)."""
+    query = (
+        select(patients.c.issuer, studies.c.study_uid)
+        .join(studies, studies.c.patient_pk == patients.c.pk)
+        .where(patients.c.patient_id == patient_id)
+        .order_by(studies.c.study_date, studies.c.study_time, studies.c.pk)
+    )
+    if issuer is not None:
+        query = query.where(patients.c.issuer == issuer)
+    with archive.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        raise NotFound(f"no study of patient {patient_id!r}" + (f" issued by {issuer!r}" if issuer else ""))
+    issuers = sorted({row.issuer for row in rows})
+    if len(issuers) > 1:
+        named = ", ".join(repr(i) if i else "(no issuer)" for i in issuers)
+        raise InvalidInput(f"Patient ID {patient_id!r} exists for several issuers ({named}); add --issuer")
+    return [row.study_uid for row in rows]
