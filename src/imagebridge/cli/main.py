@@ -35,7 +35,6 @@ app.add_typer(peer.app, name="peer")
 app.add_typer(dicom.app, name="dicom")
 auth.install(app)
 media.install(app)
-media.install(app)
 reconcile.install(app)
 
 
