@@ -487,6 +487,28 @@ class Sharing:
         )
 
 
+_RELATIVE = re.compile(r"^(\d{1,4})\s*([hdw])$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_expiry(text: str, now: datetime | None = None) -> datetime:
+    """``14d``, ``12h``, ``2w``, a date ``2025-01-31`` (the end of that day, UTC) or an ISO 8601
+    date-time (UTC when it names no offset); InvalidInput for anything else."""
+    value = text.strip().lower()
+    relative = _RELATIVE.match(value)
+    if relative:
+        return (now or _now()) + int(relative[1]) * _UNITS[relative[2]]
+    try:
+        if len(value) == 10:
+            day = datetime.strptime(value, "%Y-%m-%d")
+            return day.replace(hour=23, minute=59, second=59, tzinfo=UTC)
+        return aware(datetime.fromisoformat(text.strip()))
+    except ValueError as exc:
+        raise InvalidInput(
+            f"expiry '{text}' is not understood; write e.g. 14d, 12h, 2w, 2025-01-31 or 2025-01-31T18:00:00Z"
+        ) from exc
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

@@ -8,6 +8,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from imagebridge import __version__
+from imagebridge.audit import log as audit_log
+from imagebridge.audit.context import AuditContextMiddleware
+from imagebridge.audit.store import AuditStore
 from imagebridge.auth.authority import TokenAuthority
 from imagebridge.auth.server import AuthorizationServer
 from imagebridge.dicomweb import errors as http_errors
@@ -15,6 +18,8 @@ from imagebridge.dicomweb.router import build_router
 from imagebridge.fhir import app as fhir
 from imagebridge.oauth import app as oauth
 from imagebridge.services.archive import Archive
+from imagebridge.services.sharing import Sharing
+from imagebridge.web import api_shares
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -27,6 +32,7 @@ def create_app(archive: Archive) -> FastAPI:
     )
     app.state.archive = archive
     http_errors.install(app)
+    _audit(app, archive)
     if archive.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -39,6 +45,8 @@ def create_app(archive: Archive) -> FastAPI:
     authorization = oauth.mount(app, archive)
     app.state.authority = _authority(app, archive, authorization)
     fhir.mount(app, archive, authorization)
+    app.state.sharing = Sharing(archive, authorization)
+    app.include_router(api_shares.router())
     _health_routes(app, archive)
     return app
 
@@ -62,6 +70,14 @@ def _authority(app: FastAPI, archive: Archive, local: AuthorizationServer) -> To
     return EhrAuthority(
         settings, patient_key=fhir_id, issuer_of=issuer_of, system_of=system_of, client_policy=policy
     )
+
+
+def _audit(app: FastAPI, archive: Archive) -> None:
+    """The durable access log: every request's records go to this archive's store, with its address."""
+    store = AuditStore.of(archive.engine)
+    app.state.audit = store
+    app.add_middleware(AuditContextMiddleware, store=store)
+    audit_log.attach(store)
 
 
 def _health_routes(app: FastAPI, archive: Archive) -> None:
