@@ -18,9 +18,11 @@ from imagebridge.auth import policy
 from imagebridge.auth.errors import AccessDenied, InsufficientScope, InvalidToken
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.auth.server import AuthorizationServer, Endpoints
+from imagebridge.dicom.matching import Level
 from imagebridge.errors import InvalidQuery, NotFound
 from imagebridge.fhir import errors, identifiers, integrated, paging, resources, search
 from imagebridge.fhir.index import FhirIndex
+from imagebridge.index import access
 from imagebridge.index.schema import fhir_patient_ids, studies
 from imagebridge.services.archive import Archive
 
@@ -136,6 +138,7 @@ def _resource_routes(app: FastAPI) -> None:
         conditions += search.last_updated(query.get("_lastUpdated", []))
         conditions += search.started(query.get("started", []))
         conditions += search.modality(query.get("modality", []))
+        conditions.append(access.visible(request.app.state.archive.engine, policy.reach(caller), Level.STUDY))
         rows = request.app.state.index.studies(conditions)
         visible = [
             r
@@ -153,7 +156,8 @@ def _resource_routes(app: FastAPI) -> None:
         if not rows:
             require(caller, Target("ImagingStudy", "read"))
             raise NotFound(f"ImagingStudy/{study_id} is not known")
-        require(caller, Target("ImagingStudy", "read", rows[0].patient.fhir_id, study_id))
+        engine = request.app.state.archive.engine
+        require(caller, access.target(engine, "read", study_id) or Target("ImagingStudy", "read"))
         return fhir(integrated.with_subjects(request, rows, [resources.imaging_study(rows[0])])[0])
 
     @app.get("/Patient")
