@@ -45,11 +45,22 @@ def served(data_dir: Path, *options: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def cli_token(data_dir: Path, scope: str = "system/ImagingStudy.cruds") -> dict[str, str]:
+    """A bearer header with a token from ``imagebridge token``, as the README tells a user."""
+    result = run_cli("token", "--scope", scope, "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    return {"Authorization": f"Bearer {result.stdout.strip()}"}
+
+
 def test_serve_on_port_zero_prints_urls_and_answers(tmp_path: Path) -> None:
     with served(tmp_path / "data") as url:
         assert httpx.get(f"{url}/healthz").text == "ok"
         assert httpx.get(f"{url}/readyz").json() == {"ready": True}
-        assert httpx.get(f"{url}/dicomweb/studies").json() == []
+        refused = httpx.get(f"{url}/dicomweb/studies")
+        assert refused.status_code == 401  # secure by default: DICOMweb needs a token
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        token = cli_token(tmp_path / "data")
+        assert httpx.get(f"{url}/dicomweb/studies", headers=token).json() == []
         assert httpx.get(f"{url}/docs").status_code == 200
 
 
@@ -94,13 +105,14 @@ def test_serve_with_two_workers_stores_and_finds(tmp_path: Path) -> None:
     from tests.samples import sample
 
     with served(tmp_path / "data", "--no-dicom", "--workers", "2") as url:
+        token = cli_token(tmp_path / "data")
         body = (
             b"--b\r\nContent-Type: application/dicom\r\n\r\n"
             + sample("CT_small.dcm").read_bytes()
             + b"\r\n--b--\r\n"
         )
-        headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+        headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', **token}
         assert httpx.post(f"{url}/dicomweb/studies", content=body, headers=headers).status_code == 200
         # Whichever worker answers, it sees the same index.
         for _ in range(6):
-            assert len(httpx.get(f"{url}/dicomweb/studies").json()) == 1
+            assert len(httpx.get(f"{url}/dicomweb/studies", headers=token).json()) == 1
