@@ -66,6 +66,9 @@ def import_all(archive: Archive, datasets: list[Dataset], source: str = SOURCE) 
     summary = importer.Summary()
     for n, ds in enumerate(datasets):
         importer.import_candidate(
-            archive.ingest, candidate(ds, f"disc/IMG{n:04d}"), summary, source=SourceImport(reconciler, chosen)
+            archive.ingest,
+            candidate(ds, f"disc/IMG{n:04d}"),
+            summary,
+            source=SourceImport(reconciler, chosen),
         )
     return summary

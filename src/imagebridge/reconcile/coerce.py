@@ -12,6 +12,7 @@ up to 16 characters. The SOP, series and study UIDs are never changed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from dataclasses import dataclass
@@ -118,8 +119,9 @@ def coerce(
         before = ds.get(keyword)
         if str(before if before is not None else "") == value:
             continue
-        if before is not None:
-            originals[keyword] = ds[keyword]
+        if before is not None:  # a copy: setting the new value changes the element in place
+            element = ds[keyword]
+            originals[keyword] = DataElement(element.tag, element.VR, copy.deepcopy(element.value))
         else:
             originals[keyword] = DataElement(keyword, dictionary_VR(keyword), None)
         setattr(ds, keyword, value)
@@ -163,5 +165,5 @@ def _add_other_id(
 def _copy(item: Dataset) -> Dataset:
     copied = Dataset()
     for element in item:
-        copied.add(element)
+        copied.add(DataElement(element.tag, element.VR, copy.deepcopy(element.value)))
     return copied

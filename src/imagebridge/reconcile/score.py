@@ -111,9 +111,9 @@ def postcode_of(address: str) -> str:
     """The postcode found in a free-text Patient's Address (0010,1040), without spaces; '' if none."""
     text = address.upper()
     for pattern in _POSTCODES:
-        found = pattern.search(text)
-        if found:
-            return "".join(found.groups())
+        found = list(pattern.finditer(text))
+        if found:  # the last one: a postcode ends an address, a house number starts it
+            return "".join(g for g in found[-1].groups() if g)
     return ""
 
 
