@@ -8,9 +8,9 @@ SYSTEM_PACKAGES := dcmtk orthanc orthanc-dicomweb orthanc-gdcm
 SUDO_APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test lint typecheck pytest system-deps postgres bench clean
+.PHONY: install viewer run test lint typecheck pytest system-deps postgres bench clean
 
-install: $(STAMP)
+install: $(STAMP) viewer
 
 $(STAMP): pyproject.toml tests/fhir/node/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,22 @@ $(STAMP): pyproject.toml tests/fhir/node/package-lock.json
 	@command -v npm >/dev/null || { $(SUDO_APT) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO_APT) apt-get install -y -qq nodejs npm >/dev/null; }
 	cd tests/fhir/node && npm ci --no-audit --no-fund --silent
 	@touch $(STAMP)
+
+# The OHIF diagnostic viewer (a pinned static build from npm, served at /viewer; never committed).
+OHIF_VERSION := 3.13.2
+OHIF_DIR := var/ohif
+OHIF_READY := $(OHIF_DIR)/viewer/.ohif-$(OHIF_VERSION)
+
+viewer: $(OHIF_READY)
+
+$(OHIF_READY): | $(STAMP)
+	@mkdir -p $(OHIF_DIR)
+	@command -v npm >/dev/null || { $(SUDO_APT) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO_APT) apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(OHIF_DIR) && test -f ohif-app-$(OHIF_VERSION).tgz || npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null
+	rm -rf $(OHIF_DIR)/package && tar -xzf $(OHIF_DIR)/ohif-app-$(OHIF_VERSION).tgz -C $(OHIF_DIR)
+	$(PY) -m imagebridge.portal.viewer $(OHIF_DIR)/package/dist $(OHIF_DIR)/viewer
+	rm -rf $(OHIF_DIR)/package
+	@touch $@
 
 run: install
 	$(VENV)/bin/imagebridge serve --load-samples

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
         description="Serve /dicomweb without access tokens (a trusted network only; off by default).",
     )
     max_upload_bytes: int = 64 * 1024**3
+    viewer_dir: Path | None = Field(
+        default=None, description="The prepared OHIF viewer (default: var/ohif/viewer of the checkout)."
+    )
     bulkdata_threshold: int = 1024
     # reconciliation of imported (outside) studies (issue 6)
     import_sources: dict[str, ImportSourceSetting] = Field(

@@ -17,6 +17,7 @@ from imagebridge.dicomweb import errors as http_errors
 from imagebridge.dicomweb.router import build_router
 from imagebridge.fhir import app as fhir
 from imagebridge.oauth import app as oauth
+from imagebridge.portal import app as portal
 from imagebridge.services.archive import Archive
 from imagebridge.services.sharing import Sharing
 from imagebridge.web import api_shares
@@ -45,6 +46,7 @@ def create_app(archive: Archive) -> FastAPI:
     authorization = oauth.mount(app, archive)
     app.state.authority = _authority(app, archive, authorization)
     fhir.mount(app, archive, authorization)
+    portal.mount(app)
     app.state.sharing = Sharing(archive, authorization)
     app.include_router(api_shares.router())
     _health_routes(app, archive)

@@ -1,0 +1,142 @@
+"""What a principal may see, for the portal's pages: studies decided one by one by ``auth.policy``.
+
+The portal never widens access: it lists the studies of the patients the principal reaches
+(all patients for a clinician without a list), then asks :func:`imagebridge.auth.policy.decide`
+about each, so a share's study limit and every other rule apply exactly as on ``/dicomweb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import ColumnElement
+
+from imagebridge.auth import policy
+from imagebridge.auth.policy import Principal
+from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow
+from imagebridge.index.lookup import Target as StoredTarget
+from imagebridge.index.schema import fhir_patient_ids, studies
+from imagebridge.services.archive import Archive
+
+SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+"""Structured Report storage SOP classes (PS3.4 Annex B.5: Basic/Enhanced/Comprehensive SR, ...)."""
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    text: str
+
+
+def visible(archive: Archive, principal: Principal, *, patient: str | None = None) -> list[StudyRow]:
+    """The studies ``principal`` may read, newest first; only ``patient``'s if one is named."""
+    where: list[ColumnElement[bool]] = []
+    if principal.user_patients is not None and principal.share is None:
+        reach = set(principal.user_patients)
+        if principal.patient:
+            reach.add(principal.patient)
+        where.append(fhir_patient_ids.c.fhir_id.in_(sorted(reach)))
+    elif principal.patient and principal.share is None:
+        where.append(fhir_patient_ids.c.fhir_id == principal.patient)
+    if principal.studies is not None:
+        where.append(studies.c.study_uid.in_(principal.studies))
+    if patient:
+        where.append(fhir_patient_ids.c.fhir_id == patient)
+    rows = FhirIndex(archive.engine).studies(where)
+    return [row for row in rows if policy.decide(principal, target(row)).allowed]
+
+
+def target(row: StudyRow) -> policy.Target:
+    return policy.Target("ImagingStudy", "read", patient=row.patient.fhir_id, study_uid=row.uid)
+
+
+def find(archive: Archive, principal: Principal, study_uid: str) -> StudyRow | None:
+    """One study if the principal may read it (audited through ``policy.check``), else None."""
+    rows = FhirIndex(archive.engine).studies([studies.c.study_uid == study_uid])
+    if not rows:
+        return None
+    return rows[0] if policy.check(principal, target(rows[0])).allowed else None
+
+
+def patients_of(rows: list[StudyRow]) -> list[PatientRow]:
+    seen: dict[str, PatientRow] = {}
+    for row in rows:
+        seen.setdefault(row.patient.fhir_id, row.patient)
+    return list(seen.values())
+
+
+def report(archive: Archive, row: StudyRow) -> Report | None:
+    """The text of the study's first structured report (an SR instance), if it has one."""
+    for series in row.series:
+        for instance in series.instances:
+            if instance.sop_class.startswith(SR_PREFIX):
+                dataset = _read(archive, row.uid, series.uid, instance.uid)
+                if dataset is not None:
+                    return Report(_title(dataset), sr_text(dataset))
+    return None
+
+
+def _read(archive: Archive, study: str, series: str, sop: str) -> Dataset | None:
+    stored = archive.lookup.instances(StoredTarget(study, series, sop))
+    if not stored:
+        return None
+    try:
+        with archive.blobs.open(stored[0].blob_key) as fh:
+            return dcmread(fh)
+    except (InvalidDicomError, OSError, ValueError):
+        return None
+
+
+def _title(dataset: Dataset) -> str:
+    concept = dataset.get("ConceptNameCodeSequence")
+    if concept:
+        return str(concept[0].get("CodeMeaning", "Report"))
+    return "Report"
+
+
+def sr_text(dataset: Dataset, depth: int = 0) -> str:
+    """A readable outline of an SR content tree (PS3.3 C.17.3): "Heading: value" lines, indented."""
+    lines: list[str] = []
+    for item in dataset.get("ContentSequence", []):
+        name = ""
+        if item.get("ConceptNameCodeSequence"):
+            name = str(item.ConceptNameCodeSequence[0].get("CodeMeaning", ""))
+        value = _value(item)
+        line = f"{name}: {value}" if name and value else name or value
+        if line:
+            lines.append("  " * depth + line)
+        child = sr_text(item, depth + 1)
+        if child:
+            lines.append(child)
+    return "\n".join(lines)
+
+
+def _value(item: Dataset) -> str:
+    kind = item.get("ValueType", "")
+    if kind == "TEXT":
+        return str(item.get("TextValue", ""))
+    if kind == "CODE" and item.get("ConceptCodeSequence"):
+        return str(item.ConceptCodeSequence[0].get("CodeMeaning", ""))
+    if kind == "NUM" and item.get("MeasuredValueSequence"):
+        measured = item.MeasuredValueSequence[0]
+        units = measured.get("MeasurementUnitsCodeSequence")
+        unit = str(units[0].get("CodeValue", "")) if units else ""
+        return f"{measured.get('NumericValue', '')} {unit}".strip()
+    if kind in ("PNAME", "DATE", "TIME", "DATETIME", "UIDREF"):
+        for key in ("PersonName", "Date", "Time", "DateTime", "UID"):
+            if key in item:
+                return str(item.get(key))
+    return ""
+
+
+def representative(row: StudyRow) -> tuple[str, str, int] | None:
+    """(series, instance, frame count hint) of the first image instance, for a quick look."""
+    for series in row.series:
+        for instance in series.instances:
+            if not instance.sop_class.startswith(SR_PREFIX) and instance.sop_class != ENCAPSULATED_PDF:
+                return series.uid, instance.uid, 1
+    return None
