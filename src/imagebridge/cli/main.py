@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from imagebridge.cli import auth, common, dicom, media, peer, reconcile
+from imagebridge.cli import access, auth, common, dicom, media, peer, reconcile
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
@@ -34,6 +34,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(peer.app, name="peer")
 app.add_typer(dicom.app, name="dicom")
 auth.install(app)
+access.install(app)
 media.install(app)
 reconcile.install(app)
 
