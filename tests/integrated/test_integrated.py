@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+from dicomweb_client import DICOMwebClient
 
 from tests.integrated.conftest import (
     APP,
@@ -53,6 +54,30 @@ def test_a_token_from_the_ehr_reads_its_patients_studies(setup: Setup) -> None:
     read = httpx.get(f"{setup.fhir}/ImagingStudy/{setup.sa1}", headers=bearer(token))
     assert read.status_code == 200
     assert read.json()["subject"]["reference"] == f"{setup.ehr.url}/fhir/Patient/{setup.a}"
+
+
+def test_wado_and_qido_with_the_ehrs_token(setup: Setup) -> None:
+    """§4 scenario 19: A's token retrieves SA1 as DICOM; every part is SA1 with A's MRN."""
+    token = setup.app_token(setup.a)
+    client = DICOMwebClient(url=setup.dicomweb, headers=bearer(token))
+    [instance] = client.retrieve_study(setup.sa1)
+    assert instance.StudyInstanceUID == setup.sa1 and instance.PatientID == "MRN-A"
+    found = {s["0020000D"]["Value"][0] for s in client.search_for_studies()}
+    assert found == {setup.sa1, setup.sa2}
+    metadata = httpx.get(f"{setup.dicomweb}/studies/{setup.sa2}/metadata", headers=bearer(token))
+    assert metadata.status_code == 200
+
+
+def test_wado_of_another_patient_is_403_without_a_byte(setup: Setup) -> None:
+    token = setup.app_token(setup.a)
+    for path in (f"studies/{setup.sb1}", f"studies/{setup.sb1}/metadata", f"studies/{setup.sb1}/rendered"):
+        response = httpx.get(f"{setup.dicomweb}/{path}", headers={**bearer(token), "Accept": WADO_ACCEPT})
+        assert response.status_code == 403, path
+        assert b"DICM" not in response.content
+    for headers in ({}, bearer("garbage-" + "y" * 30)):
+        response = httpx.get(f"{setup.dicomweb}/studies/{setup.sa1}", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_another_patients_data_is_refused(setup: Setup) -> None:
@@ -107,6 +132,7 @@ def test_revocation_at_the_ehr_bites_within_the_cache_budget(setup: Setup) -> No
         assert cached.status_code == 200, "an answer younger than the budget is reused"
     time.sleep(max(0.0, started + CACHE_SECONDS + 0.2 - time.monotonic()))
     assert studies(setup, token, setup.a).status_code == 401
+    assert httpx.get(f"{setup.dicomweb}/studies/{setup.sa1}", headers=bearer(token)).status_code == 401
 
 
 def test_an_expired_token_is_refused(setup: Setup) -> None:
@@ -114,6 +140,7 @@ def test_an_expired_token_is_refused(setup: Setup) -> None:
     time.sleep(2.1)
     response = studies(setup, token, setup.a)
     assert response.status_code == 401
+    assert httpx.get(f"{setup.dicomweb}/studies", headers=bearer(token)).status_code == 401
 
 
 def test_a_cached_answer_never_outlives_the_tokens_exp(setup: Setup) -> None:
@@ -144,6 +171,14 @@ def test_a_system_token_follows_the_clients_policy_here(setup: Setup) -> None:
     assert bundle["entry"][0]["resource"]["subject"]["reference"] == f"{setup.ehr.url}/fhir/Patient/{setup.a}"
     assert studies(setup, token, setup.b).status_code == 403
     assert httpx.get(f"{setup.fhir}/ImagingStudy/{setup.sa2}", headers=bearer(token)).status_code == 403
+    wado = f"{setup.dicomweb}/studies"
+    assert (
+        httpx.get(f"{wado}/{setup.sa1}", headers={**bearer(token), "Accept": WADO_ACCEPT}).status_code == 200
+    )
+    assert (
+        httpx.get(f"{wado}/{setup.sa2}", headers={**bearer(token), "Accept": WADO_ACCEPT}).status_code == 403
+    )
+    assert httpx.get(f"{wado}/{setup.sb1}/metadata", headers=bearer(token)).status_code == 403
 
 
 def test_the_imaging_servers_own_backend_token_is_not_a_user_token(setup: Setup) -> None:
@@ -151,6 +186,7 @@ def test_the_imaging_servers_own_backend_token_is_not_a_user_token(setup: Setup)
     response = studies(setup, own, setup.a)
     assert response.status_code == 401
     assert "own backend-services token" in response.text
+    assert httpx.get(f"{setup.dicomweb}/studies/{setup.sa1}", headers=bearer(own)).status_code == 401
 
 
 def test_discovery_points_at_the_ehr(setup: Setup) -> None:
@@ -190,6 +226,8 @@ def test_an_unreachable_ehr_is_503_with_retry_after(setup: Setup, tmp_path: Path
         assert response.headers["retry-after"] == "7"
         assert "EHR cannot be reached" in response.text
         assert httpx.get(f"{imaging.url}/fhir/.well-known/smart-configuration").status_code == 503
+        wado = httpx.get(f"{imaging.url}/dicomweb/studies", headers=bearer("any-token-at-all"))
+        assert wado.status_code == 503 and wado.headers["retry-after"] == "7"
         assert "Traceback" not in imaging.output()
 
 
