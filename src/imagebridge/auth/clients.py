@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.errors import Conflict, NotFound
@@ -64,6 +64,10 @@ class Client:
     scope: str = ""
     """Scopes this client may be granted; empty means any patient/user/OpenID scope, no system scope."""
     policy: AccessGrant = field(default_factory=AccessGrant)
+    launch_url: str = ""
+    """Where an EHR sends the browser to launch this app (SMART App Launch §2.0.1, ``iss`` and ``launch``)."""
+    pre_approved: bool = False
+    """The organisation approved this app for its clinicians: an EHR launch skips the consent page."""
 
     @property
     def confidential(self) -> bool:
@@ -84,6 +88,8 @@ class Clients:
             "scope": client.scope,
             "policy": json.dumps(client.policy.to_json()),
             "created_at": datetime.now(UTC),
+            "launch_url": client.launch_url,
+            "pre_approved": client.pre_approved,
         }
         try:
             with self.engine.begin() as conn:
@@ -102,6 +108,17 @@ class Clients:
             rows = conn.execute(select(auth_clients).order_by(auth_clients.c.client_id)).all()
         return [_client(r) for r in rows]
 
+    def approve(self, client_id: str, approved: bool = True) -> None:
+        """Record (or withdraw) the organisation's pre-approval of an app for EHR launches."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(auth_clients)
+                .where(auth_clients.c.client_id == client_id)
+                .values(pre_approved=approved)
+            ).rowcount
+        if not changed:
+            raise NotFound(f"no client '{client_id}'")
+
     def remove(self, client_id: str) -> None:
         with self.engine.begin() as conn:
             if not conn.execute(delete(auth_clients).where(auth_clients.c.client_id == client_id)).rowcount:
@@ -117,4 +134,6 @@ def _client(row: Any) -> Client:
         jwks=json.loads(row.jwks) if row.jwks else None,
         scope=row.scope,
         policy=AccessGrant.from_json(json.loads(row.policy)),
+        launch_url=row.launch_url,
+        pre_approved=bool(row.pre_approved),
     )

@@ -28,6 +28,7 @@ from imagebridge.auth.errors import (
     UnsupportedGrantType,
 )
 from imagebridge.auth.jwks import SigningKey
+from imagebridge.auth.launches import LaunchContext, Launches
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import Scopes, parse
 from imagebridge.auth.tokens import Grant, TokenRecord, Tokens
@@ -38,6 +39,7 @@ BACKEND_LIFETIME = 300
 REFRESH_LIFETIME = 30 * 24 * 3600
 CODE_LIFETIME = 120
 TICKET_LIFETIME = 600
+SESSION_LIFETIME = 8 * 3600
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 ADMIN_POLICY = AccessGrant(ALL, ALL)
 
@@ -86,6 +88,8 @@ class AuthorizationRequest:
     state: str | None = None
     nonce: str | None = None
     aud: str | None = None
+    launch: str | None = None
+    """The EHR launch this authorization belongs to (SMART ``launch`` parameter), if any."""
 
     def scopes(self) -> Scopes:
         return parse(self.scope)
@@ -99,8 +103,10 @@ class AuthorizationServer:
     clients: Clients = field(init=False)
     tokens: Tokens = field(init=False)
     ledger: assertions.JtiLedger = field(init=False)
+    launches: Launches = field(init=False)
 
     def __post_init__(self) -> None:
+        self.launches = Launches(self.engine)
         self.users = Users(self.engine)
         self.clients = Clients(self.engine)
         self.tokens = Tokens(self.engine)
@@ -132,11 +138,57 @@ class AuthorizationServer:
             if aud is not None and aud.rstrip("/") != where.fhir:
                 raise InvalidRequest(f"aud must be this server's FHIR base, {where.fhir}")
             scopes = self._requestable(client, parse(params.get("scope")), user_facing=True)
+            launch = params.get("launch") or None
+            if launch is not None:
+                self._launch_for(launch, client.client_id, scopes)
+            elif scopes.has("launch"):
+                raise InvalidScope("the 'launch' scope belongs to an EHR launch; send the launch parameter")
         except OAuthError as exc:
             raise RedirectableError(exc, redirect_uri, state) from exc
         return AuthorizationRequest(
-            client.client_id, redirect_uri, scopes.text, challenge, state, params.get("nonce"), aud
+            client.client_id, redirect_uri, scopes.text, challenge, state, params.get("nonce"), aud, launch
         )
+
+    def _launch_for(self, launch: str, client_id: str, scopes: Scopes) -> LaunchContext:
+        """The launch context an EHR created for this app (SMART App Launch §2.0.1); invalid_request if none."""
+        context = self.launches.find(launch)
+        if context is None or context.client_id != client_id:
+            raise InvalidRequest("the launch parameter is not one the EHR issued for this app")
+        if not context.usable():
+            raise InvalidRequest(
+                "the launch has expired or was used already; launch the app again from the EHR"
+            )
+        if not scopes.has("launch"):
+            raise InvalidRequest("an EHR launch asks for the 'launch' scope along with the launch parameter")
+        return context
+
+    def launch_context(self, request: AuthorizationRequest) -> LaunchContext | None:
+        """The EHR launch context bound to ``request``, or None for a standalone launch.
+
+        A launch that has since expired or been used is reported to the app (invalid_request)."""
+        if request.launch is None:
+            return None
+        try:
+            return self._launch_for(request.launch, request.client_id, request.scopes())
+        except OAuthError as exc:
+            raise RedirectableError(exc, request.redirect_uri, request.state) from exc
+
+    def pre_approved(self, request: AuthorizationRequest, user: User) -> bool:
+        """SMART "no clicks": the organisation pre-approved the app, and the clinician who launched it is signed in."""
+        context = self.launch_context(request)
+        client = self.clients.get(request.client_id)
+        return bool(context and client and client.pre_approved and context.username == user.username)
+
+    def sign_session(self, user: User) -> str:
+        """A signed sign-in session for the authorization server's cookie (the clinician stays signed in)."""
+        claims = {"username": user.username, "exp": int(time.time()) + SESSION_LIFETIME}
+        return self.key.sign(claims, typ="ib-session")
+
+    def read_session(self, value: str | None) -> User | None:
+        claims = self.key.verify(value, typ="ib-session") if value else None
+        if claims is None or not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
+            return None
+        return self.users.get(str(claims.get("username", "")))
 
     def sign_ticket(self, request: AuthorizationRequest, user: User) -> str:
         """The signed, short-lived proof that ``user`` signed in for ``request`` (carried to the consent page)."""
@@ -156,20 +208,44 @@ class AuthorizationServer:
     def issue_code(
         self, request: AuthorizationRequest, user: User, granted: Scopes, patient: str | None
     ) -> str:
-        """RFC 6749 §4.1.2: a one-time code for what the user approved."""
-        if patient is not None and patient not in user.patients:
+        """RFC 6749 §4.1.2: a one-time code for what the user approved; an EHR launch fixes the patient."""
+        data: dict[str, Any] = {
+            "code_challenge": request.code_challenge,
+            "redirect_uri": request.redirect_uri,
+        }
+        if request.launch is not None:
+            context = self._use_launch(request, user)
+            patient = context.patient
+            if context.encounter:
+                data["encounter"] = context.encounter
+        elif patient is not None and patient not in user.patients:
             raise InvalidRequest("that patient is not one this user may act for")
         if patient is None and any(s.level == "patient" for s in granted.clinical):
             if len(user.patients) == 1:
                 patient = user.patients[0]
             else:
                 granted = parse(" ".join(s for s in granted.items() if not s.startswith("patient/")))
-        data = {"code_challenge": request.code_challenge, "redirect_uri": request.redirect_uri}
         if request.nonce:
             data["nonce"] = request.nonce
         grant = Grant(request.client_id, granted.text, patient, user.fhir_user, user.username, data=data)
         code, _ = self.tokens.issue("code", grant, CODE_LIFETIME)
         return code
+
+    def _use_launch(self, request: AuthorizationRequest, user: User) -> LaunchContext:
+        """Bind the launch to this authorization, once; a problem goes back to the app as invalid_request."""
+        try:
+            context = self.launch_context(request)
+            if context is None:
+                raise InvalidRequest("this authorization is not an EHR launch")
+            if context.username != user.username:
+                raise InvalidRequest("this launch was started by another user; sign in as that user")
+            if user.patients and context.patient not in user.patients:
+                raise InvalidRequest("the launching user may not act for the launch's patient")
+            if not self.launches.use(str(request.launch)):
+                raise InvalidRequest("the launch has expired or was used already; launch the app again")
+        except OAuthError as exc:
+            raise RedirectableError(exc, request.redirect_uri, request.state) from exc
+        return context
 
     # --- /token -----------------------------------------------------------------------------
 
@@ -257,6 +333,8 @@ class AuthorizationServer:
         }
         if grant.patient:
             body["patient"] = grant.patient
+        if "encounter" in grant.data:
+            body["encounter"] = grant.data["encounter"]
         if refresh and (scopes.has("offline_access") or scopes.has("online_access")):
             body["refresh_token"], _ = self.tokens.issue("refresh", grant, REFRESH_LIFETIME)
         if id_token and scopes.has("openid") and grant.subject:
@@ -286,7 +364,7 @@ class AuthorizationServer:
         if client.scope:
             scopes = scopes.only(
                 set(parse(client.scope).items())
-                | {"openid", "fhirUser", "offline_access", "online_access", "launch/patient"}
+                | {"openid", "fhirUser", "offline_access", "online_access", "launch", "launch/patient"}
             )
         if not scopes.items():
             raise InvalidScope("none of the requested scopes can be granted to this client")

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from imagebridge.errors import Conflict, InvalidInput
+from imagebridge.errors import Conflict, InvalidInput, NotFound
 from imagebridge.index.schema import auth_users
 
 
@@ -91,6 +91,19 @@ class Users:
         except (VerificationError, InvalidHashError):
             return None
         return _user(row) if row else None
+
+    def set_password(self, username: str, password: str) -> None:
+        """Replace a user's password (argon2id again; the old hash is gone)."""
+        if len(password) < 8:
+            raise InvalidInput("a password has at least 8 characters")
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(auth_users)
+                .where(auth_users.c.username == username)
+                .values(password_hash=_hasher.hash(password))
+            ).rowcount
+        if not changed:
+            raise NotFound(f"no user named '{username}'")
 
     def get(self, username: str) -> User | None:
         with self.engine.connect() as conn:

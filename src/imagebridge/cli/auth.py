@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from sqlalchemy import Engine
 
 from imagebridge.auth.clients import ALL, AccessGrant, Client, Clients
 from imagebridge.auth.errors import OAuthError
+from imagebridge.auth.launches import Launches, launch_url
 from imagebridge.auth.registration import client_from_metadata
 from imagebridge.auth.scopes import parse
 from imagebridge.auth.server import ADMIN_POLICY
@@ -31,6 +33,7 @@ client_app = typer.Typer(
 user_app = typer.Typer(
     help="People who sign in: patients, proxies, clinicians, administrators.", no_args_is_help=True
 )
+launch_app = typer.Typer(help="EHR launches: open an app for a patient as a clinician.", no_args_is_help=True)
 
 Patients = Annotated[
     list[str] | None,
@@ -44,6 +47,7 @@ def install(app: typer.Typer) -> None:
     """Register ``client``, ``user`` and ``token`` on the main command."""
     app.add_typer(client_app, name="client")
     app.add_typer(user_app, name="user")
+    app.add_typer(launch_app, name="launch")
     app.command("token")(token)
 
 
@@ -91,11 +95,23 @@ def client_add(
         list[str] | None,
         typer.Option("--study", help="Limit system/ access to these Study Instance UIDs. Repeatable."),
     ] = None,
+    launch_url: Annotated[
+        str,
+        typer.Option("--launch-url", help="Where the EHR opens the app (it adds ?iss=...&launch=...)."),
+    ] = "",
+    pre_approved: Annotated[
+        bool,
+        typer.Option(
+            "--pre-approved", help="The organisation approves the app: EHR launches skip the consent page."
+        ),
+    ] = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     config: ConfigFile = None,
 ) -> None:
     """Register an app (public, with --redirect-uri) or a backend service (--jwks, --scope system/...)."""
+    if launch_url and not launch_url.startswith(("http://", "https://")):
+        common.fail(f"--launch-url must be an http(s) URL, not '{launch_url}'")
     engine = _engine(data_dir, database_url, config)
     metadata: dict[str, object] = {"client_name": name or client_id, "scope": ""}
     if redirect_uri:
@@ -110,7 +126,15 @@ def client_add(
     patients: tuple[str, ...] | str = ALL if all_patients else resolve_patients(engine, patient or [])
     policy = AccessGrant(patients, tuple(study) if study else ALL)
     client = Client(
-        client_id, draft.name, draft.kind, draft.redirect_uris, draft.jwks, parse(scope).text, policy
+        client_id,
+        draft.name,
+        draft.kind,
+        draft.redirect_uris,
+        draft.jwks,
+        parse(scope).text,
+        policy,
+        launch_url=launch_url,
+        pre_approved=pre_approved,
     )
     try:
         Clients(engine).add(client)
@@ -138,11 +162,41 @@ def client_list(
             "no clients yet; add one with [bold]imagebridge client add CLIENT_ID --redirect-uri URL[/]"
         )
         return
-    table = Table("client_id", "name", "kind", "scopes", "redirect URIs", "system/ access")
+    table = Table(
+        "client_id", "name", "kind", "scopes", "redirect URIs", "launch URL", "pre-approved", "system/ access"
+    )
     for c in clients:
         reach = json.dumps(c.policy.to_json()) if c.scope and "system/" in c.scope else ""
-        table.add_row(c.client_id, c.name, c.kind.value, c.scope, " ".join(c.redirect_uris), reach)
+        approved = "yes" if c.pre_approved else ""
+        table.add_row(
+            c.client_id,
+            c.name,
+            c.kind.value,
+            c.scope,
+            " ".join(c.redirect_uris),
+            c.launch_url,
+            approved,
+            reach,
+        )
     console.print(table)
+
+
+@client_app.command("approve")
+def client_approve(
+    client_id: Annotated[str, typer.Argument(help="As `client list` shows it.")],
+    withdraw: Annotated[
+        bool, typer.Option("--withdraw", help="Withdraw the approval: EHR launches ask for consent again.")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+) -> None:
+    """Pre-approve an app for the organisation: a clinician's EHR launch then needs no clicks."""
+    try:
+        Clients(_engine(data_dir, database_url, config)).approve(client_id, not withdraw)
+    except ImageBridgeError as exc:
+        common.fail(exc.reason)
+    console.print(f"{'withdrew the approval of' if withdraw else 'pre-approved'} client [bold]{client_id}[/]")
 
 
 @client_app.command("remove")
@@ -188,6 +242,31 @@ def user_add(
     except ImageBridgeError as exc:
         common.fail(exc.reason)
     console.print(f"added {role.value} [bold]{username}[/]")
+
+
+@user_app.command("password")
+def user_password(
+    username: Annotated[str, typer.Argument(help="As `user list` shows it.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            "--password",
+            prompt="New password",
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="IMAGEBRIDGE_USER_PASSWORD",
+        ),
+    ] = "",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+) -> None:
+    """Set a new password for a user (asked twice, never echoed); the old one stops working."""
+    try:
+        Users(_engine(data_dir, database_url, config)).set_password(username, password)
+    except ImageBridgeError as exc:
+        common.fail(exc.reason)
+    console.print(f"new password set for [bold]{username}[/]")
 
 
 @user_app.command("list")
@@ -239,3 +318,44 @@ def token(
     )
     value, _ = Tokens(engine).issue("access", grant, lifetime)
     typer.echo(value)
+
+
+@launch_app.command("create")
+def launch_create(
+    user: Annotated[str, typer.Option("--user", help="The clinician (or administrator) launching the app.")],
+    patient: Annotated[str, typer.Option("--patient", help="A FHIR Patient id, or MRN / 'ISSUER|MRN'.")],
+    client: Annotated[str, typer.Option("--client", help="The app's client_id; it needs a --launch-url.")],
+    encounter: Annotated[
+        str | None, typer.Option("--encounter", help="An encounter id to put in the launch context.")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="This server as the app reaches it (default: public_base_url, or host:port)."
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+) -> None:
+    """Print the URL that launches CLIENT for PATIENT as USER: {launch URL}?iss=...&launch=... (one use, 5 minutes)."""
+    settings = common.settings(config, data_dir=data_dir, database_url=database_url)
+    engine = common.open_index(settings)
+    found = Users(engine).get(user)
+    if found is None or found.role not in (Role.CLINICIAN, Role.ADMIN):
+        common.fail(f"'{user}' is not a clinician or administrator; see `imagebridge user list`")
+        return
+    app = Clients(engine).get(client)
+    if app is None:
+        common.fail(f"no client '{client}'; see `imagebridge client list`")
+        return
+    if not app.launch_url:
+        common.fail(f"client '{client}' has no launch URL; add it again with --launch-url URL")
+    context = resolve_patients(engine, [patient])[0]
+    if found.patients and context not in found.patients:
+        common.fail(f"'{user}' may not act for patient {patient}")
+    if encounter is not None and not re.match(r"^[A-Za-z0-9.-]{1,64}$", encounter):
+        common.fail("an encounter id is letters, digits, '-' and '.', at most 64")
+    base = (base_url or settings.public_base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    value = Launches(engine).create(app.client_id, found.username, context, encounter)
+    typer.echo(launch_url(app.launch_url, f"{base}/fhir", value))

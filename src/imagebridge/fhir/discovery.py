@@ -18,9 +18,11 @@ BACKEND_SERVICES = "http://fhir.org/argonaut/smart-imaging/capabilities/backend-
 IMAGING_CAPABILITIES = ["smart-imaging-access", APP_LAUNCH, BACKEND_SERVICES]
 CAPABILITIES = [
     "launch-standalone",
+    "launch-ehr",
     "client-public",
     "client-confidential-asymmetric",
     "context-standalone-patient",
+    "context-ehr-patient",
     "permission-v1",
     "permission-v2",
     "permission-patient",
@@ -33,6 +35,7 @@ CAPABILITIES = [
 SCOPES = [
     "openid",
     "fhirUser",
+    "launch",
     "launch/patient",
     "offline_access",
     "online_access",

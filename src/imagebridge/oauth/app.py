@@ -19,14 +19,22 @@ from starlette.datastructures import FormData
 from imagebridge.auth import jwks, registration, revocation
 from imagebridge.auth.errors import InvalidRequest, InvalidToken, OAuthError
 from imagebridge.auth.scopes import parse
-from imagebridge.auth.server import AuthorizationRequest, AuthorizationServer, Endpoints, RedirectableError
-from imagebridge.auth.users import User
+from imagebridge.auth.server import (
+    SESSION_LIFETIME,
+    AuthorizationRequest,
+    AuthorizationServer,
+    Endpoints,
+    RedirectableError,
+)
+from imagebridge.auth.users import Role, User
 from imagebridge.fhir.index import FhirIndex
 from imagebridge.index.schema import fhir_patient_ids
 from imagebridge.oauth import pages
 from imagebridge.services.archive import Archive
 
 T = TypeVar("T")
+SESSION_COOKIE = "imagebridge_oauth_session"
+EHR_ROLES = (Role.CLINICIAN, Role.ADMIN)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 REQUEST_FIELDS = (
     "response_type",
@@ -54,6 +62,9 @@ def mount(parent: FastAPI, archive: Archive) -> AuthorizationServer:
     app.state.authorization = authorization
     _errors(app)
     _browser_routes(app, authorization)
+    from imagebridge.oauth import ehr  # the EHR launcher builds on this module's helpers
+
+    ehr.install(app, authorization)
     _protocol_routes(app, authorization)
     parent.mount("/oauth", app)
     parent.state.authorization = authorization
@@ -107,7 +118,13 @@ def _browser_routes(app: FastAPI, authz: AuthorizationServer) -> None:
         except OAuthError as exc:
             return HTMLResponse(pages.error(exc.description), status_code=400)
         client = await _run(authz.clients.get, auth_request.client_id)
-        return HTMLResponse(pages.sign_in(client.name if client else "An app", fields), headers=NO_STORE)
+        name = client.name if client else "An app"
+        if auth_request.launch is not None:
+            user = await _run(authz.read_session, request.cookies.get(SESSION_COOKIE))
+            context = await _run(authz.launch_context, auth_request)
+            if user is not None and context is not None and user.username == context.username:
+                return await _signed_in(request, authz, auth_request, user, name)
+        return HTMLResponse(pages.sign_in(name, fields), headers=NO_STORE)
 
     @app.post("/authorize", response_class=HTMLResponse)
     async def sign_in(request: Request) -> Response:
@@ -123,10 +140,14 @@ def _browser_routes(app: FastAPI, authz: AuthorizationServer) -> None:
         if user is None:
             page = pages.sign_in(name, fields, "That user name and password do not match.")
             return HTMLResponse(page, status_code=401, headers=NO_STORE)
-        ticket = authz.sign_ticket(auth_request, user)
-        choices = await _run(_patient_choices, authz, auth_request, user)
-        page = pages.consent(name, user.display_name, ticket, parse(auth_request.scope).items(), choices)
-        return HTMLResponse(page, headers=NO_STORE)
+        context = await _run(authz.launch_context, auth_request)
+        if context is not None and context.username != user.username:
+            page = pages.sign_in(name, fields, "This app was opened by another user; sign in as that user.")
+            return HTMLResponse(page, status_code=403, headers=NO_STORE)
+        response = await _signed_in(request, authz, auth_request, user, name)
+        if user.role in EHR_ROLES:
+            keep_session(response, request, authz.sign_session(user))
+        return response
 
     @app.post("/consent")
     async def consent(request: Request) -> Response:
@@ -149,6 +170,47 @@ def _browser_routes(app: FastAPI, authz: AuthorizationServer) -> None:
             return HTMLResponse(pages.error(exc.description), status_code=400)
         query = _stated({"code": code, "iss": endpoints(request).issuer}, auth_request)
         return RedirectResponse(_with_query(auth_request.redirect_uri, query), status_code=303)
+
+
+async def _signed_in(
+    request: Request, authz: AuthorizationServer, auth_request: AuthorizationRequest, user: User, name: str
+) -> Response:
+    """After sign-in: straight back to the app with a code when the organisation pre-approved it for
+    this EHR launch (SMART "no clicks"); otherwise the consent page."""
+    if await _run(authz.pre_approved, auth_request, user):
+        code = await _run(authz.issue_code, auth_request, user, auth_request.scopes(), None)
+        query = _stated({"code": code, "iss": endpoints(request).issuer}, auth_request)
+        return RedirectResponse(
+            _with_query(auth_request.redirect_uri, query), status_code=303, headers=NO_STORE
+        )
+    ticket = authz.sign_ticket(auth_request, user)
+    context = await _run(authz.launch_context, auth_request)
+    if context is not None:
+        choices, launched_for = [], await _run(_patient_name, authz, context.patient)
+    else:
+        choices, launched_for = await _run(_patient_choices, authz, auth_request, user), None
+    scopes = parse(auth_request.scope).items()
+    page = pages.consent(name, user.display_name, ticket, scopes, choices, launched_for)
+    return HTMLResponse(page, headers=NO_STORE)
+
+
+def keep_session(response: Response, request: Request, value: str) -> None:
+    """The authorization server's sign-in session: only ever sent back to /oauth, never readable by script."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=SESSION_LIFETIME,
+        path="/oauth",
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="lax",
+    )
+
+
+def _patient_name(authz: AuthorizationServer, patient: str) -> str:
+    rows = FhirIndex(authz.engine).patients([fhir_patient_ids.c.fhir_id == patient])
+    name = rows[0].name.replace("^", " ").strip() if rows else ""
+    return name or f"Patient {patient}"
 
 
 def _stated(query: dict[str, str], auth_request: AuthorizationRequest) -> dict[str, str]:

@@ -11,7 +11,7 @@ _STYLE = """
 body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:1rem;background:#f6f7f9;color:#111}
 main{max-width:28rem;margin:2rem auto;background:#fff;padding:1.5rem;border-radius:.5rem;box-shadow:0 1px 3px #0002}
 h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.75rem 0 .25rem;font-weight:600}
-input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #777;border-radius:.3rem}
+input[type=text],input[type=password],select{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #777;border-radius:.3rem}
 fieldset{border:1px solid #ccc;border-radius:.3rem;margin:1rem 0}fieldset label{font-weight:400;display:flex;gap:.5rem;align-items:flex-start}
 button{font-size:1rem;padding:.7rem 1.2rem;margin:.5rem .5rem 0 0;border-radius:.3rem;border:1px solid #0b57d0;cursor:pointer}
 .primary{background:#0b57d0;color:#fff}.secondary{background:#fff;color:#0b57d0}
@@ -74,7 +74,12 @@ def sign_in(client_name: str, request_fields: dict[str, str], error: str | None 
 
 
 def consent(
-    client_name: str, user_name: str, ticket: str, scopes: list[str], patients: list[tuple[str, str]]
+    client_name: str,
+    user_name: str,
+    ticket: str,
+    scopes: list[str],
+    patients: list[tuple[str, str]],
+    launched_for: str | None = None,
 ) -> str:
     boxes = "".join(
         f'<label><input type="checkbox" name="scope" value="{escape(s)}" checked> '
@@ -91,7 +96,8 @@ def consent(
         chooser = f"<fieldset><legend>Whose records?</legend>{radios}</fieldset>"
     body = (
         f"<h1>Allow access?</h1><p>Signed in as <strong>{escape(user_name)}</strong>.</p>"
-        f"<p><strong>{escape(client_name)}</strong> would like to:</p>"
+        + (f"<p>Opened from the EHR for <strong>{escape(launched_for)}</strong>.</p>" if launched_for else "")
+        + f"<p><strong>{escape(client_name)}</strong> would like to:</p>"
         f'<form method="post" action="consent">{_hidden({"ticket": ticket})}{chooser}'
         f"<fieldset><legend>Untick anything you do not want to share</legend>{boxes}</fieldset>"
         '<button class="primary" type="submit" name="decision" value="approve">Allow</button>'
@@ -104,3 +110,49 @@ def error(message: str) -> str:
     return _page(
         "Cannot continue", f'<h1>Cannot continue</h1><p class="error" role="alert">{escape(message)}</p>'
     )
+
+
+def ehr_sign_in(error: str | None = None) -> str:
+    """The clinician's sign-in to the EHR launcher (the EHR's own session, which EHR launches reuse)."""
+    alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = (
+        "<h1>EHR sign-in</h1><p>Clinicians and administrators sign in here to open apps for a patient.</p>"
+        f'{alert}<form method="post" action="ehr/sign-in">'
+        '<label for="username">User name</label>'
+        '<input type="text" id="username" name="username" autocomplete="username" required autofocus>'
+        '<label for="password">Password</label>'
+        '<input type="password" id="password" name="password" autocomplete="current-password" required>'
+        '<button class="primary" type="submit">Sign in</button></form>'
+    )
+    return _page("EHR sign-in", body)
+
+
+def ehr_launcher(
+    user_name: str, apps: list[tuple[str, str]], patients: list[tuple[str, str]], error: str | None = None
+) -> str:
+    """Pick an app and a patient; the EHR then opens the app's launch URL with a one-time launch value."""
+    alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    if not apps:
+        choose = (
+            "<p>No app has a launch URL yet. An administrator adds one with "
+            "<code>imagebridge client add ID --redirect-uri URL --launch-url URL</code>.</p>"
+        )
+    else:
+        app_options = "".join(f'<option value="{escape(cid)}">{escape(name)}</option>' for cid, name in apps)
+        patient_options = "".join(
+            f'<option value="{escape(pid)}">{escape(label)}</option>' for pid, label in patients
+        )
+        choose = (
+            '<form method="post" action="ehr/launch">'
+            f'<label for="client_id">App</label><select id="client_id" name="client_id">{app_options}</select>'
+            f'<label for="patient">Patient</label><select id="patient" name="patient" required>{patient_options}</select>'
+            '<label for="encounter">Encounter (optional)</label>'
+            '<input type="text" id="encounter" name="encounter" pattern="[A-Za-z0-9.-]{1,64}">'
+            '<button class="primary" type="submit">Launch app</button></form>'
+        )
+    body = (
+        f"<h1>Launch an app</h1><p>Signed in as <strong>{escape(user_name)}</strong>.</p>{alert}{choose}"
+        '<form method="post" action="ehr/sign-out">'
+        '<button class="secondary" type="submit">Sign out</button></form>'
+    )
+    return _page("Launch an app", body)
