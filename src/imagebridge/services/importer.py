@@ -1,4 +1,4 @@
-"""Import files, folders (recursively) and zip archives through the ingest path.
+"""Import files, folders (recursively), discs, zip archives and ISO images through the ingest path.
 
 Every candidate ends in exactly one bucket of the :class:`Summary`: stored,
 already present, refused (DICOM we would not store, with the reason) or skipped
@@ -7,7 +7,6 @@ already present, refused (DICOM we would not store, with the reason) or skipped
 
 from __future__ import annotations
 
-import functools
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,10 +22,6 @@ from imagebridge.storage.base import Spool
 
 if TYPE_CHECKING:
     from imagebridge.services.reconcile import SourceImport
-
-MAX_MEMBER_BYTES = 8 * 1024**3
-MAX_RATIO = 200
-"""A zip member that inflates more than this many times its stored size is treated as a bomb."""
 
 
 @dataclass(frozen=True)
@@ -56,55 +51,14 @@ class Summary:
         )
 
 
-def discover(paths: list[Path], skipped: list[tuple[str, str]]) -> Iterator[Candidate]:
-    """Files under ``paths``; what cannot be read is noted in ``skipped``."""
-    for path in paths:
-        if not path.exists():
-            skipped.append((str(path), "no such file or folder"))
-        elif path.is_dir():
-            yield from _walk(path, path.resolve(), skipped)
-        else:
-            yield from _file(path, skipped)
+def discover(
+    paths: list[Path], skipped: list[tuple[str, str]], notes: list[str] | None = None
+) -> Iterator[Candidate]:
+    """Candidates under ``paths`` (folders, discs with a DICOMDIR, zips, ISO images); what is left
+    out is noted in ``skipped`` with its reason. The media rules live in ``media/sources.py``."""
+    from imagebridge.media.sources import discover as discover_media
 
-
-def _walk(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> Iterator[Candidate]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            skipped.append((str(path), "symbolic link pointing outside the folder"))
-        elif path.is_file():
-            yield from _file(path, skipped)
-
-
-def _file(path: Path, skipped: list[tuple[str, str]]) -> Iterator[Candidate]:
-    if zipfile.is_zipfile(path):
-        yield from _zip_members(path, skipped)
-        return
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        skipped.append((str(path), f"unreadable: {exc.strerror}"))
-        return
-    yield Candidate(str(path), size, lambda: path.open("rb"))
-
-
-def _zip_members(path: Path, skipped: list[tuple[str, str]]) -> Iterator[Candidate]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        skipped.append((str(path), f"damaged zip archive: {exc}"))
-        return
-    # The archive stays open while its members are imported (they may be listed first).
-    for info in archive.infolist():
-        name = f"{path}!{info.filename}"
-        if info.is_dir():
-            continue
-        if (
-            info.file_size > MAX_MEMBER_BYTES
-            or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024**2
-        ):
-            skipped.append((name, "refused: inflates far beyond its compressed size (zip bomb?)"))
-            continue
-        yield Candidate(name, info.file_size, functools.partial(archive.open, info))  # type: ignore[arg-type]
+    return discover_media(paths, skipped, notes)
 
 
 def looks_like_dicom(head: bytes) -> bool:

@@ -1,0 +1,169 @@
+"""The files inside what arrives on media: a folder, a zip archive, an ISO 9660 image.
+
+Each container lists its members as :class:`Member` (a relative name with ``/`` separators, a
+size and an opener), refusing what is unsafe before anything is read: names that climb out
+(``../``, absolute paths, drive letters), zip members that inflate far beyond their compressed
+size, symbolic links that leave the folder, special files. Nothing is ever extracted: members are
+read as streams, and only the ingest path writes (content-addressed, inside the data directory).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+MAX_MEMBER_BYTES = 8 * 1024**3
+MAX_RATIO = 200
+"""A zip member that inflates more than this many times its stored size is treated as a bomb."""
+MAX_ARCHIVE_RATIO = 100
+"""All members together may inflate to at most this many times the archive's size (plus 1 GiB)."""
+ISO_MAGIC_OFFSET = 32769  # ISO 9660 §8.4: the first volume descriptor is in sector 16, "CD001"
+
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+Skipped = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    """Relative to the container, ``/``-separated, as written on the medium."""
+    size: int
+    opener: Opener
+    path: Path | None = None
+    """The member's own file, for members of a folder."""
+
+    @property
+    def key(self) -> str:
+        """The name compared with DICOMDIR File IDs: upper case, without ISO 9660 ``;1`` or a trailing dot."""
+        return "/".join(_plain(part).upper() for part in self.name.split("/"))
+
+
+def _plain(component: str) -> str:
+    return re.sub(r";\d+$", "", component).rstrip(".")
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why an entry name may not be used, or None (path traversal, absolute, drive letter)."""
+    if "\0" in name:
+        return "unsafe name (NUL character)"
+    normal = name.replace("\\", "/")
+    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
+        return "unsafe name (absolute path)"
+    if any(part == ".." for part in PurePosixPath(normal).parts):
+        return "unsafe name (path traversal)"
+    return None
+
+
+def folder_members(root: Path, skipped: Skipped) -> Iterator[Member]:
+    """Regular files under ``root``; links may point anywhere inside it, never outside."""
+    base = root.resolve()
+    for directory, subdirs, files in os.walk(root, onerror=lambda e: skipped.append((e.filename, _why(e)))):
+        subdirs.sort()
+        for name in [*sorted(files), *[d for d in subdirs if os.path.islink(os.path.join(directory, d))]]:
+            path = Path(directory, name)
+            member = _folder_member(path, root, base, skipped)
+            if member is not None:
+                yield member
+
+
+def _folder_member(path: Path, root: Path, base: Path, skipped: Skipped) -> Member | None:
+    try:
+        if path.is_symlink() and not path.resolve().is_relative_to(base):
+            skipped.append((str(path), "symbolic link pointing outside the folder"))
+            return None
+        info = path.stat()
+    except OSError as exc:
+        skipped.append((str(path), _why(exc)))
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        skipped.append((str(path), "symbolic link to a folder (not followed)"))
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        skipped.append((str(path), "not a regular file"))
+        return None
+    return Member(path.relative_to(root).as_posix(), info.st_size, functools.partial(_open_file, path), path)
+
+
+def _open_file(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _why(exc: OSError) -> str:
+    return f"unreadable: {exc.strerror or exc}"
+
+
+def zip_members(source: Any, label: str, skipped: Skipped, archive_size: int) -> Iterator[Member]:
+    """Members of a zip (a path or a seekable stream); ``label`` names it in reasons."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        skipped.append((label, f"damaged zip archive: {exc}"))
+        return
+    budget = MAX_ARCHIVE_RATIO * max(archive_size, 1) + 1024**3
+    # The archive stays open while its members are imported (they may be listed first).
+    for info in archive.infolist():
+        name = f"{label}!{info.filename}"
+        if info.is_dir():
+            continue
+        reason = unsafe_name(info.filename)
+        if reason is None and (
+            info.file_size > MAX_MEMBER_BYTES
+            or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024**2
+            or info.file_size > budget
+        ):
+            reason = "refused: inflates far beyond its compressed size (zip bomb?)"
+        if reason is not None:
+            skipped.append((name, reason))
+            continue
+        budget -= info.file_size
+        yield Member(info.filename, info.file_size, functools.partial(archive.open, info))  # type: ignore[arg-type]
+
+
+def is_iso(path: Path) -> bool:
+    try:
+        with path.open("rb") as fp:
+            fp.seek(ISO_MAGIC_OFFSET)
+            return fp.read(5) == b"CD001"
+    except OSError:
+        return False
+
+
+def iso_members(path: Path, skipped: Skipped) -> Iterator[Member]:
+    """Files of an ISO 9660 image, read in place (no mount) through their ISO 9660 names,
+    which are the names a DICOMDIR refers to (PS3.12 Annex F)."""
+    image = pycdlib.PyCdlib()
+    try:
+        image.open(str(path))
+        walked = list(image.walk(iso_path="/"))
+    except (PyCdlibException, OSError, ValueError, IndexError, KeyError) as exc:
+        skipped.append((str(path), f"damaged ISO image: {exc}"))
+        return
+    for directory, _subdirs, files in walked:
+        for file_name in sorted(files):
+            iso_path = f"{directory.rstrip('/')}/{file_name}"
+            name = iso_path.lstrip("/")
+            reason = unsafe_name(name)
+            if reason is not None:
+                skipped.append((f"{path}!{name}", reason))
+                continue
+            try:
+                size = image.get_record(iso_path=iso_path).get_data_length()
+            except PyCdlibException as exc:
+                skipped.append((f"{path}!{name}", f"unreadable: {exc}"))
+                continue
+            yield Member(name, size, functools.partial(_open_iso_file, image, iso_path))
+
+
+def _open_iso_file(image: pycdlib.PyCdlib, iso_path: str) -> BinaryIO:
+    return image.open_file_from_iso(iso_path=iso_path)  # type: ignore[return-value]  # an io.RawIOBase
