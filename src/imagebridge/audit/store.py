@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, insert, or_, select, update
+from sqlalchemy import ColumnElement, Engine, func, insert, or_, select, update
 
 from imagebridge.index.schema import audit_events
 
@@ -262,43 +262,51 @@ class AuditStore:
         return _record(row) if row else None
 
     def search(
-        self,
-        *,
-        patient: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        studies: Sequence[str] = (),
-        actions: Sequence[str] = (),
-        where: Sequence[ColumnElement[bool]] = (),
-        limit: int = 100,
-        offset: int = 0,
+        self, where: Sequence[ColumnElement[bool]] = (), *, limit: int = 100, offset: int = 0, **filters: Any
     ) -> list[AuditRecord]:
-        """Events newest first. ``until`` is exclusive; ``studies`` match the study column or a share's list."""
-        conditions: list[ColumnElement[bool]] = list(where)
-        if patient is not None:
-            conditions.append(audit_events.c.patient == patient)
-        if since is not None:
-            conditions.append(audit_events.c.recorded >= since)
-        if until is not None:
-            conditions.append(audit_events.c.recorded < until)
-        if studies:
-            conditions.append(
-                or_(
-                    audit_events.c.study_uid.in_(list(studies)),
-                    *(audit_events.c.detail.contains(f'"{uid}"') for uid in studies),
-                )
-            )
-        if actions:
-            conditions.append(audit_events.c.action.in_(list(actions)))
+        """Events newest first; ``filters`` are those of :func:`conditions`."""
         query = (
             select(audit_events)
-            .where(*conditions)
+            .where(*where, *conditions(**filters))
             .order_by(audit_events.c.recorded.desc(), audit_events.c.pk.desc())
             .limit(limit)
             .offset(offset)
         )
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query).all()]
+
+    def count(self, where: Sequence[ColumnElement[bool]] = (), **filters: Any) -> int:
+        query = select(func.count()).select_from(audit_events).where(*where, *conditions(**filters))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def conditions(
+    *,
+    patient: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    studies: Sequence[str] = (),
+    actions: Sequence[str] = (),
+) -> list[ColumnElement[bool]]:
+    """``until`` is exclusive; ``studies`` match the study column or a share's list of studies."""
+    found: list[ColumnElement[bool]] = []
+    if patient is not None:
+        found.append(audit_events.c.patient == patient)
+    if since is not None:
+        found.append(audit_events.c.recorded >= since)
+    if until is not None:
+        found.append(audit_events.c.recorded < until)
+    if studies:
+        found.append(
+            or_(
+                audit_events.c.study_uid.in_(list(studies)),
+                *(audit_events.c.detail.contains(f'"{uid}"') for uid in studies),
+            )
+        )
+    if actions:
+        found.append(audit_events.c.action.in_(list(actions)))
+    return found
 
 
 def _row(entry: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,9 @@ def mount(parent: FastAPI, archive: Archive, authorization: AuthorizationServer)
     errors.install(app)
     _discovery_routes(app)
     _resource_routes(app)
+    from imagebridge.fhir import audit  # AuditEvent routes; they use the dependencies defined here
+
+    audit.install(app)
     parent.mount("/fhir", app)
 
 

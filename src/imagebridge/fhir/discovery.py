@@ -147,4 +147,13 @@ def _resources() -> list[dict[str, Any]]:
             ],
         },
         {"type": "Endpoint", "interaction": [{"code": "read"}]},
+        {
+            "type": "AuditEvent",
+            "interaction": read_search,
+            "searchParam": [
+                _param("patient", "reference", "AuditEvent-patient"),
+                _param("date", "date", "AuditEvent-date"),
+                _param("entity", "reference", "AuditEvent-entity"),
+            ],
+        },
     ]
