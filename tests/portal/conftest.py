@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from fastapi import FastAPI
 from pydicom.data import get_testdata_file
 
 from imagebridge.auth.users import Role, Users
@@ -42,6 +43,7 @@ class Site:
     """sample file name -> Study Instance UID"""
     bob_studies: dict[str, str] = field(default_factory=dict)
     sr_study: str = ""
+    app: FastAPI | None = None
 
     @property
     def url(self) -> str:
@@ -88,7 +90,8 @@ def load(archive: Archive) -> Site:
 def start_site(backend: str, tmp: Path) -> Iterator[Site]:
     for archive in archive_per_backend(backend, tmp):
         site = load(archive)
-        site.server = BackgroundServer(create_app(archive)).start()
+        site.app = create_app(archive)
+        site.server = BackgroundServer(site.app).start()
         try:
             yield site
         finally:

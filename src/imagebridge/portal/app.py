@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from imagebridge.portal import layout, routes, viewer
+from imagebridge.portal import download, layout, routes, shares, viewer
 from imagebridge.portal.session import CsrfFailure, SignInRequired
 
 
 def mount(app: FastAPI) -> None:
     app.include_router(routes.router)
     app.include_router(viewer.router)
+    app.include_router(shares.router)
+    app.include_router(download.router)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, exc: SignInRequired) -> Response:

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from imagebridge.auth.clients import AccessGrant
 from imagebridge.auth.errors import InvalidToken
@@ -171,12 +172,18 @@ async def any_session(request: Request) -> Session:
 
 
 async def check_csrf(request: Request, session: Session) -> dict[str, str]:
-    """The submitted form, once its ``csrf`` field matches the session's; else :class:`CsrfFailure`."""
+    """The submitted form's text fields, once its ``csrf`` matches the session's; else :class:`CsrfFailure`."""
+    form = await checked_form(request, session)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def checked_form(request: Request, session: Session) -> FormData:
+    """Like :func:`check_csrf`, but the whole form (repeated fields: ``form.getlist(name)``)."""
     form = await request.form()
     sent = form.get("csrf")
     if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
         raise CsrfFailure()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    return form
 
 
 SignedIn = Annotated[Session, Depends(signed_in)]
