@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 from dicomweb_client import DICOMwebClient
+from joserfc import jwt
 
 from tests.integrated.conftest import (
     APP,
@@ -96,6 +97,25 @@ def test_no_garbage_or_malformed_tokens_are_401(setup: Setup) -> None:
         response = httpx.get(url, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_client_assertion_is_not_a_bearer_token(setup: Setup) -> None:
+    """§4 scenario 29: the signed assertion a backend client sends to /token opens nothing here."""
+    now = int(time.time())
+    claims = {"iss": PACS_READER, "sub": PACS_READER, "aud": f"{setup.ehr.url}/oauth/token", "exp": now + 120}
+    header = {"alg": "ES384", "kid": setup.reader_key.kid, "typ": "JWT"}
+    assertion = jwt.encode(header, {**claims, "jti": "x1"}, setup.reader_key, algorithms=["ES384"])
+    assert studies(setup, assertion, setup.a).status_code == 401
+    assert httpx.get(f"{setup.dicomweb}/studies/{setup.sa1}", headers=bearer(assertion)).status_code == 401
+
+
+def test_v1_and_wildcard_patient_scopes_are_honoured(setup: Setup) -> None:
+    """§4 scenario 15: patient/*.read, patient/*.rs and patient/ImagingStudy.read all reach A's studies."""
+    for scope in ("patient/*.read", "patient/*.rs", "patient/ImagingStudy.read"):
+        token = setup.app_token(setup.a, scope=f"launch/patient {scope}")
+        response = studies(setup, token, setup.a)
+        assert response.status_code == 200, scope
+        assert uids(response.json()) == {setup.sa1, setup.sa2}
 
 
 def test_a_token_of_another_authorization_server_is_401(setup: Setup) -> None:
