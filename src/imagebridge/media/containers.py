@@ -152,7 +152,7 @@ def iso_members(path: Path, skipped: Skipped) -> Iterator[Member]:
     for directory, _subdirs, files in walked:
         for file_name in sorted(files):
             iso_path = f"{directory.rstrip('/')}/{file_name}"
-            name = iso_path.lstrip("/")
+            name = "/".join(_plain(part) for part in iso_path.lstrip("/").split("/"))
             reason = unsafe_name(name)
             if reason is not None:
                 skipped.append((f"{path}!{name}", reason))

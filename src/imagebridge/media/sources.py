@@ -109,7 +109,7 @@ def _medium(
     """Candidates of one container (``label``, then ``sep``, then a member's name): through its
     DICOMDIR files where they work, else scanned."""
     listed = list(members)
-    directories = [m for m in listed if PurePosixPath(m.name).name.upper() == "DICOMDIR"]
+    directories = [m for m in listed if _is_dicomdir(m)]
     claimed: dict[str, str] = {}  # member key -> DICOMDIR root that decides about it
     named: dict[str, Member] = {m.key: m for m in listed}
     for directory in sorted(directories, key=lambda m: m.name.count("/")):
@@ -134,8 +134,12 @@ def _medium(
                         (f"{label}{sep}{member.name}", _kind(member.name) or "not named in the DICOMDIR")
                     )
     for member in listed:
-        if member.key not in claimed and PurePosixPath(member.name).name.upper() != "DICOMDIR":
+        if member.key not in claimed and not _is_dicomdir(member):
             yield from _scanned(label, sep, member, skipped, notes, nested=nested)
+
+
+def _is_dicomdir(member: Member) -> bool:
+    return member.key.rsplit("/", 1)[-1] == "DICOMDIR"
 
 
 def _candidate(label: str, sep: str, member: Member) -> Candidate:
