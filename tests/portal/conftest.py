@@ -88,7 +88,7 @@ def load(archive: Archive) -> Site:
 
 
 def start_site(backend: str, tmp: Path) -> Iterator[Site]:
-    for archive in archive_per_backend(backend, tmp):
+    for archive in archive_per_backend(backend, tmp, dicomweb_anonymous=False):
         site = load(archive)
         site.app = create_app(archive)
         site.server = BackgroundServer(site.app).start()

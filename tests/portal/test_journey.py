@@ -84,6 +84,8 @@ def test_patient_shares_a_study_and_revokes_it(
                 outside.goto(f"{site.url}/viewer/viewer?StudyInstanceUIDs={ct}")
                 assert drawn(wait_for_image(outside)), "the share's viewer stayed blank"
             browser.screenshot(outside, test_id, "recipient-viewer")
+            listed = outside.locator("text=Sample SC_rgb")
+            assert listed.count() == 0, "the recipient's viewer lists a study that was not shared"
             with times.step("recipient downloads the zip"):
                 outside.goto(f"{site.url}/s/{share_id}/studies")
                 with outside.expect_download() as info:
