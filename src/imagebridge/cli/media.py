@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
 from imagebridge.cli import common
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
-from imagebridge.media import iso, pdi
+from imagebridge.media import iso, pdi, preview, sources
+from imagebridge.services import importer
 from imagebridge.services.archive import Archive, open_archive
 
 
@@ -115,3 +125,64 @@ def _open(settings: Settings) -> Archive:
     except Exception as exc:  # the database may be down or the URL wrong
         common.fail(f"cannot open the index ({type(exc).__name__}): {str(exc).splitlines()[0]}")
     raise AssertionError("unreachable")
+
+
+def dry_run(paths: list[Path], show_skipped: bool) -> None:
+    """``import --dry-run``: the patients and studies found, read from headers; nothing is written
+    (the archive is not even opened)."""
+    skipped: list[tuple[str, str]] = []
+    notes: list[str] = []
+    candidates = list(importer.discover(paths, skipped, notes))
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        task = bar.add_task("reading headers", total=len(candidates))
+        result = preview.Preview(skipped=skipped)
+        for candidate in candidates:
+            preview.preview([candidate], result)
+            bar.advance(task)
+    table = Table(title="Would import (dry run: nothing written)")
+    for column in (
+        "Patient ID",
+        "Issuer",
+        "Name",
+        "Study date",
+        "Description",
+        "Modalities",
+        "Series",
+        "Instances",
+    ):
+        table.add_column(column)
+    for patient in result.patients.values():
+        for study in patient.studies.values():
+            table.add_row(
+                patient.patient_id,
+                patient.issuer,
+                patient.name,
+                study.date,
+                study.description,
+                ",".join(sorted(study.modalities)),
+                str(len(study.series)),
+                str(study.instances),
+            )
+    console.print(table)
+    console.print(
+        f"{len(result.patients)} patient(s), {result.studies} study(ies), {result.instances} instances; "
+        f"{len(result.skipped)} files would be skipped"
+    )
+    print_skipped_by_reason(result.skipped, notes)
+    if show_skipped:
+        for name, reason in result.skipped:
+            console.print(f"[dim]skipped[/] {name}: {reason}")
+
+
+def print_skipped_by_reason(skipped: list[tuple[str, str]], notes: list[str]) -> None:
+    """How many files were left out for each kind of reason, and the notes about DICOMDIRs."""
+    for note in notes:
+        console.print(f"[cyan]note[/] {note}")
+    if not skipped:
+        return
+    table = Table(title="Skipped, by reason", show_header=False)
+    for kind, count in Counter(sources.skip_kind(reason) for _, reason in skipped).most_common():
+        table.add_row(kind, str(count))
+    console.print(table)
