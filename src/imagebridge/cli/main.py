@@ -145,13 +145,21 @@ def _open(settings: Settings, *, upgrade: bool = True) -> Archive:
 @app.command("import")
 def import_(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files, folders (searched recursively) and zip archives.")
+        list[Path],
+        typer.Argument(
+            help="Files, folders (searched recursively), discs or folders with a DICOMDIR, zip archives "
+            "and ISO images."
+        ),
     ],
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     config: ConfigFile = None,
     show_skipped: Annotated[bool, typer.Option("--show-skipped", help="List every skipped file.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List the patients and studies that would be imported; write nothing."),
+    ] = False,
     source: Annotated[
         str | None,
         typer.Option(
@@ -161,13 +169,21 @@ def import_(
         ),
     ] = None,
 ) -> None:
-    """Load DICOM files into the archive, with a progress bar and a closing summary."""
+    """Load DICOM files into the archive, with a progress bar and a closing summary.
+
+    A disc (or a copy of one) is read through its DICOMDIR; viewer programs and other files on it
+    are skipped and listed by kind. [bold]--dry-run[/] shows what would be imported first.
+    """
     common.setup_logging(verbose)
+    if dry_run:
+        media.dry_run(paths, show_skipped)
+        return
     settings = common.settings(config, data_dir=data_dir, database_url=database_url)
     archive = _open(settings)
     reconciling = _source_import(archive, source) if source else None
     summary = importer.Summary()
-    candidates = list(importer.discover(paths, summary.skipped))
+    notes: list[str] = []
+    candidates = list(importer.discover(paths, summary.skipped, notes))
     started = time.monotonic()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -177,6 +193,7 @@ def import_(
             progress.advance(task)
     archive.close()
     _print_summary(summary, time.monotonic() - started, show_skipped)
+    media.print_skipped_by_reason(summary.skipped, notes)
     if summary.refused and not summary.stored and not summary.already_present:
         raise typer.Exit(1)
 
