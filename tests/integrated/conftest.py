@@ -165,8 +165,8 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
     return db.make_engine(settings.effective_database_url)
 
 
-def store(data_dir: Path, datasets: list) -> None:  # type: ignore[type-arg]
-    archive = open_archive(Settings(data_dir=data_dir))
+def store(data_dir: Path, datasets: list, database_url: str | None = None) -> None:  # type: ignore[type-arg]
+    archive = open_archive(Settings(data_dir=data_dir, database_url=database_url))
     try:
         for ds in datasets:
             archive.ingest.store_stream(io.BytesIO(part10(ds)))
@@ -220,7 +220,7 @@ def prepare_ehr(ehr_dir: Path, imaging_key: RSAKey, reader_key: ECKey) -> tuple[
     return a, b
 
 
-def prepare_imaging(imaging_dir: Path, sa1: str, sa2: str, sb1: str) -> None:
+def prepare_imaging(imaging_dir: Path, sa1: str, sa2: str, sb1: str, database_url: str | None = None) -> None:
     """The imaging archive: A's two studies and B's one; the reporting service may see SA1 only."""
     store(
         imaging_dir,
@@ -229,8 +229,9 @@ def prepare_imaging(imaging_dir: Path, sa1: str, sa2: str, sb1: str) -> None:
             person(sa2, "MRN-A", IMAGING_ISSUER, "Alpha^Ann", StudyDate="20240202"),
             person(sb1, "MRN-B", IMAGING_ISSUER, "Beta^Bob", StudyDate="20240303"),
         ],
+        database_url,
     )
-    engine = _engine(Settings(data_dir=imaging_dir))
+    engine = _engine(Settings(data_dir=imaging_dir, database_url=database_url))
     policy = AccessGrant((fhir_id("MRN-A", IMAGING_ISSUER),), (sa1,))
     Clients(engine).add(
         Client(

@@ -260,3 +260,48 @@ def test_a_system_token_of_a_client_unknown_here_reaches_nothing(setup: Setup) -
     )
     token, _ = setup.ehr_tokens().issue("access", grant, 600)
     assert studies(setup, token, setup.a).status_code == 403
+
+
+def test_an_imaging_server_on_postgresql(setup: Setup, tmp_path: Path) -> None:
+    """The same mapping and decisions with the archive index on PostgreSQL (patient keys, policy)."""
+    from pydicom.uid import generate_uid
+
+    from tests.conftest import _temporary_pg_database
+
+    databases = _temporary_pg_database()
+    database_url = next(databases)
+    try:
+        sa1, sa2, sb1 = generate_uid(), generate_uid(), generate_uid()
+        prepare_imaging(tmp_path / "imaging-pg", sa1, sa2, sb1, database_url)
+        key_file = setup.imaging_dir.parent / "imaging-server-key.json"
+        config = write_config(tmp_path / "pg.toml", setup.ehr.url, key_file)
+        with serve(
+            tmp_path / "imaging-pg", "--config", str(config), "--database-url", database_url
+        ) as imaging:
+            token = setup.app_token(setup.a)
+            search = httpx.get(
+                f"{imaging.url}/fhir/ImagingStudy", params={"patient": setup.a}, headers=bearer(token)
+            )
+            assert search.status_code == 200, search.text
+            assert uids(search.json()) == {sa1, sa2}
+            other = httpx.get(
+                f"{imaging.url}/fhir/ImagingStudy", params={"patient": setup.b}, headers=bearer(token)
+            )
+            assert other.status_code == 403
+            wado = f"{imaging.url}/dicomweb/studies"
+            assert (
+                httpx.get(f"{wado}/{sa1}", headers={**bearer(token), "Accept": WADO_ACCEPT}).status_code
+                == 200
+            )
+            assert (
+                httpx.get(f"{wado}/{sb1}", headers={**bearer(token), "Accept": WADO_ACCEPT}).status_code
+                == 403
+            )
+            reader = setup.backend_token(PACS_READER, setup.reader_key, "ES384", "system/ImagingStudy.rs")
+            assert uids(studies_at(imaging.url, reader, setup.a).json()) == {sa1}
+    finally:
+        next(databases, None)
+
+
+def studies_at(base: str, token: str, patient: str) -> httpx.Response:
+    return httpx.get(f"{base}/fhir/ImagingStudy", params={"patient": patient}, headers=bearer(token))
