@@ -120,7 +120,9 @@ def test_consent_page_lists_the_proxys_patients_by_name(world: World) -> None:
     page = httpx.post(
         f"{world.base}/oauth/authorize", data={**params, "username": "parent", "password": PASSWORD}
     )
-    assert 'type="radio" name="patient"' in page.text and "Alpha Ann" in page.text and "Beta Bob" in page.text
+    assert (
+        'type="radio" name="patient"' in page.text and "Alpha, Ann" in page.text and "Beta, Bob" in page.text
+    )
     assert '<meta name="viewport"' in page.text and '<label for="username">' not in page.text
 
 

@@ -209,7 +209,7 @@ def keep_session(response: Response, request: Request, value: str) -> None:
 
 def _patient_name(authz: AuthorizationServer, patient: str) -> str:
     rows = FhirIndex(authz.engine).patients([fhir_patient_ids.c.fhir_id == patient])
-    name = rows[0].name.replace("^", " ").strip() if rows else ""
+    name = pages.person_name(rows[0].name) if rows else ""
     return name or f"Patient {patient}"
 
 
@@ -229,7 +229,7 @@ def _patient_choices(
     if not wants_patient or len(user.patients) < 2:
         return []
     rows = FhirIndex(authz.engine).patients([fhir_patient_ids.c.fhir_id.in_(user.patients)])
-    names = {r.fhir_id: r.name.replace("^", " ").strip() for r in rows}
+    names = {r.fhir_id: pages.person_name(r.name) for r in rows}
     return [(pid, names.get(pid) or f"Patient {pid}") for pid in user.patients]
 
 

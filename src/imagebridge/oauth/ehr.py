@@ -101,7 +101,5 @@ def _launcher_page(authz: AuthorizationServer, user: User, error: str | None) ->
     apps = [(c.client_id, c.name) for c in authz.clients.all() if c.launch_url]
     where = [fhir_patient_ids.c.fhir_id.in_(user.patients)] if user.patients else []
     rows = FhirIndex(authz.engine).patients(where)[:PATIENTS_LISTED]
-    patients = [
-        (r.fhir_id, f"{r.name.replace('^', ' ').strip() or '(no name)'} · {r.patient_id}") for r in rows
-    ]
+    patients = [(r.fhir_id, f"{pages.person_name(r.name) or '(no name)'} · {r.patient_id}") for r in rows]
     return pages.ehr_launcher(user.display_name, apps, patients, error)

@@ -22,7 +22,10 @@ button{font-size:1rem;padding:.7rem 1.2rem;margin:.5rem .5rem 0 0;border-radius:
 _SCOPE_TEXT = {
     "openid": "Confirm who you are to the app",
     "fhirUser": "Tell the app which person you are",
+    "launch": "Open with the patient (and encounter) the EHR chose",
     "launch/patient": "Let the app know which patient's record you chose",
+    "launch/encounter": "Let the app know which encounter you chose",
+    "profile": "See your name and profile",
     "offline_access": "Keep access after you close the app, until you revoke it",
     "online_access": "Keep access while you are using the app",
 }
@@ -32,13 +35,23 @@ _PERMS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 def describe(scope: str) -> str:
     if scope in _SCOPE_TEXT:
         return _SCOPE_TEXT[scope]
-    parsed = parse(scope).clinical[0]
+    clinical = parse(scope).clinical
+    if not clinical:
+        return f"Use the '{scope}' permission"
+    parsed = clinical[0]
     what = "all kinds of records" if parsed.resource == "*" else f"{parsed.resource} records"
     verbs = ", ".join(_PERMS[p] for p in "cruds" if p in parsed.permissions)
     whose = {"patient": "of the selected patient", "user": "you can access", "system": "of the organisation"}[
         parsed.level
     ]
     return f"{verbs.capitalize()} {what} {whose}"
+
+
+def person_name(pn: str) -> str:
+    """A DICOM PN (``Family^Given^Middle^Prefix^Suffix``) as people read it: ``Family, Given Middle``."""
+    parts = [p.strip() for p in pn.split("=")[0].split("^")]
+    family, given = parts[0], " ".join(p for p in parts[1:3] if p)
+    return f"{family}, {given}" if family and given else family or given
 
 
 def _page(title: str, body: str) -> str:
