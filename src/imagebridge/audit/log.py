@@ -39,7 +39,7 @@ def record(outcome: str, reason: str, *, store: AuditStore | None = None, **fiel
     here = context.current()
     if here is not None:
         entry.update(remote=here.remote, user_agent=here.user_agent, surface=here.surface)
-    entry.update(fields)
+    entry.update({k: v for k, v in fields.items() if v is not None})
     entry = {k: v for k, v in entry.items() if v is not None}
     log.info(json.dumps(entry, sort_keys=True, default=str))
     for sink in _sinks(store, here):

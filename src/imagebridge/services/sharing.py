@@ -327,17 +327,24 @@ class Sharing:
         except NotFound:
             self._attempt(share_id, where, success=False)
             audit.record(
-                "failure", "unknown share", store=self.audit, action="share-redeem-failed", share=share_id
+                "failure",
+                "unknown share",
+                store=self.audit,
+                action="share-redeem-failed",
+                share=share_id,
+                remote=remote,
             )
             raise
         wanted = _birth_date(birth_date)
         state = share.state()
         if state in (ShareState.REVOKED, ShareState.EXPIRED):
             self._attempt(share_id, where, success=False)
-            self._audit("failure", f"the share has {state.value}", "share-redeem-failed", share)
+            self._audit(
+                "failure", f"the share has {state.value}", "share-redeem-failed", share, remote=remote
+            )
             raise ShareUnavailable(f"this share has {state.value}; ask the patient for a new one", state)
         if state is ShareState.LOCKED:
-            self._audit("failure", "the share is locked", "share-redeem-failed", share)
+            self._audit("failure", "the share is locked", "share-redeem-failed", share, remote=remote)
             raise ShareLocked(
                 "this share is locked after too many wrong answers; ask the patient to unlock it"
             )
@@ -345,7 +352,7 @@ class Sharing:
         matched = self._answers_match(share, code, wanted)
         self._attempt(share_id, where, success=matched)
         if not matched:
-            return self._refuse(share)
+            return self._refuse(share, remote)
         return self._open_session(share, remote)
 
     # --- internals ------------------------------------------------------------------------
@@ -361,7 +368,7 @@ class Sharing:
             code_ok = False
         return code_ok and secrets.compare_digest(birth_date, self._patient_birth_date(share.patient))
 
-    def _refuse(self, share: Share) -> ShareSession:
+    def _refuse(self, share: Share, remote: str | None) -> ShareSession:
         now = _now()
         limit = self.limits.max_failures
         with self.engine.begin() as conn:
@@ -379,7 +386,7 @@ class Sharing:
             ).scalar_one()
         left = max(limit - failures, 0)
         reason = "wrong access code or date of birth"
-        self._audit("failure", reason, "share-redeem-failed", share, attempts_left=left)
+        self._audit("failure", reason, "share-redeem-failed", share, attempts_left=left, remote=remote)
         if left == 0:
             raise ShareLocked("too many wrong answers: the share is now locked; ask the patient to unlock it")
         raise RedemptionRefused(f"{reason}; {left} attempt{'s' if left != 1 else ''} left", left)
@@ -415,7 +422,13 @@ class Sharing:
         if self.get(share.share_id).revoked_at is not None:
             self.authority.tokens.revoke_grant(grant.grant_id)
             raise ShareUnavailable("this share was revoked", ShareState.REVOKED)
-        self._audit("success", "share opened with the access code and date of birth", "share-redeem", share)
+        self._audit(
+            "success",
+            "share opened with the access code and date of birth",
+            "share-redeem",
+            share,
+            remote=remote,
+        )
         return ShareSession(token, record.expires_at, share)
 
     def _revoke_sessions(self, share_id: str) -> None:
