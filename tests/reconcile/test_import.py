@@ -300,3 +300,18 @@ def test_sources_from_settings_are_listed_and_protected(tmp_path: object, databa
         assert [s.name for s in sources.all()] == ["west"]
     finally:
         archive.close()
+
+
+def test_an_instance_arriving_while_its_case_is_decided_waits_and_follows(local: Archive) -> None:
+    study = generate_uid()
+    uncertain = {"PatientName": "Smith^John", "PatientBirthDate": "19801205", "PatientSex": "M"}
+    import_all(local, [outside(study=study, **uncertain)])
+    records = Records(local.engine)
+    [case] = records.cases()
+    records.claim(case.pk)  # a reviewer is deciding right now
+    late = outside(study=study, InstanceNumber=2, **uncertain)
+    assert import_all(local, [late]).waiting_review == 1
+    records.release(case.pk)
+    reconciler_for(local).decide(case.pk, "accept", "user:admin")
+    assert stored(local, late.SOPInstanceUID).PatientID == "L-1"
+    assert records.quarantined(case.pk) == []

@@ -38,6 +38,7 @@ from imagebridge.index.lookup import Target
 from imagebridge.reconcile import coerce, score
 from imagebridge.reconcile.coerce import Identity
 from imagebridge.reconcile.records import (
+    DECIDING,
     LINKED,
     NEW_PATIENT,
     PENDING,
@@ -148,14 +149,18 @@ class Reconciler:
                     f"study {study_uid} from '{source.name}' was filed for patient '{case.source_patient_id}'; "
                     f"this instance names patient '{who.patient_id}'"
                 )
-            if case.state != PENDING:
+            if case.state not in (PENDING, DECIDING):
                 self._refuse_local_study(study_uid)
             original = self.blobs.put(spool)
         finally:
             spool.discard()
-        if case.state == PENDING:
+        if case.state in (PENDING, DECIDING):
             self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, QUARANTINED)
-            return Receipt(Received.QUARANTINED, study_uid, case)
+            case = self.records.case(case.pk)
+            if case.state in (PENDING, DECIDING):  # else decided meanwhile: release it here
+                return Receipt(Received.QUARANTINED, study_uid, case)
+            self._release_quarantine(case, self._identity(case), source)
+            return Receipt(Received.STORED, study_uid, case)
         if self.catalog.stored_blob(sop_uid) is None or self.records.outside(study_uid) is None:
             self._store(ds, self._identity(case), source, case)
         if not self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, STORED):
@@ -278,6 +283,7 @@ class Reconciler:
             case_pk, state=state, method=f"review: {decision}", patient=target, actor=actor
         )
         self.records.link((case.source_patient_id, case.source_issuer), target)
+        self._release_quarantine(case, target, source)  # instances that arrived while deciding
         audit.record(
             "reconcile",
             f"review: {decision}",
