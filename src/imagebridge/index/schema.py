@@ -394,3 +394,26 @@ ehr_launches = Table(
 )
 """SMART EHR launch contexts: which clinician launched which app for which patient; the opaque
 ``launch`` value is stored as its SHA-256 only; each is used once and expires within minutes."""
+
+
+# --- Media uploads (issue 6; revision 0009) -----------------------------------------------------
+
+media_uploads = Table(
+    "media_uploads",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("upload_id", String(64), nullable=False, unique=True),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("patient", String(64), nullable=True),
+    Column("name", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("result", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""Resumable browser uploads of media (a zip, an ISO image, a DICOM file): ``received`` bytes of
+``size`` are in ``uploads/<upload_id>.part`` under the data directory. ``owner`` is who uploaded
+(``user:``, ``client:`` or ``patient:``); ``patient`` is set for a patient's own upload, which is
+never linked to anyone else. ``result`` is the import's JSON once run."""
