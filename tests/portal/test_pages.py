@@ -1,0 +1,136 @@
+"""The portal's pages over HTTP, on SQLite and PostgreSQL: roles, CSRF, errors as pages, downloads."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+import httpx
+import pytest
+
+from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
+
+
+def signed_in(site: Site, username: str) -> httpx.Client:
+    client = httpx.Client(base_url=site.url, follow_redirects=True, timeout=30)
+    form = client.get("/portal/sign-in")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    answer = client.post(
+        "/portal/sign-in", data={"username": username, "password": PASSWORD, "csrf": csrf[1]}
+    )
+    assert answer.url.path == "/portal", answer.text
+    return client
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found[1]
+
+
+def test_each_role_sees_what_its_policy_allows(site: Site) -> None:
+    anna = signed_in(site, "anna").get("/portal").text
+    assert anna.count('class="card study"') == len(ANNA_FILES)
+    assert site.bob_studies["US1_J2KR.dcm"] not in anna
+    doctor = signed_in(site, "dr.grey").get("/portal").text
+    assert doctor.count('class="card study"') == len(ANNA_FILES) + 1
+    assert "Whose images?" in doctor
+    admin = signed_in(site, "admin")
+    overview = admin.get("/portal/admin")
+    assert overview.status_code == 200 and "Registered apps" in overview.text and "dr.grey" in overview.text
+    assert signed_in(site, "anna").get("/portal/admin").status_code == 403
+
+
+def test_patient_cannot_open_another_patients_study(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    bob_study = site.bob_studies["US1_J2KR.dcm"]
+    page = anna.get(f"/portal/studies/{bob_study}")
+    assert page.status_code == 404 and "Back to the list" in page.text
+    assert anna.get(f"/portal/images/studies/{bob_study}/thumbnail").status_code == 403
+    assert anna.get(f"/portal/download?study={bob_study}").status_code == 404
+
+
+def test_wrong_password_and_forged_forms_get_pages_not_errors(site: Site) -> None:
+    client = httpx.Client(base_url=site.url, follow_redirects=True)
+    form = client.get("/portal/sign-in")
+    wrong = client.post(
+        "/portal/sign-in", data={"username": "anna", "password": "nope", "csrf": csrf_of(form.text)}
+    )
+    assert wrong.status_code == 401 and "do not match" in wrong.text
+    forged = client.post("/portal/sign-in", data={"username": "anna", "password": PASSWORD, "csrf": "forged"})
+    assert forged.status_code == 400 and "expired" in forged.text
+    anna = signed_in(site, "anna")
+    refused = anna.post("/portal/shares", data={"csrf": "forged", "all": "yes"})
+    assert refused.status_code == 403 and "nothing was changed" in refused.text
+
+
+def test_sign_out_revokes_the_session(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    page = anna.get("/portal").text
+    anna.post("/portal/sign-out", data={"csrf": csrf_of(page)})
+    assert anna.get("/portal").url.path == "/portal/sign-in"
+
+
+def test_download_resumes_with_range(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    study = site.anna_studies["examples_ybr_color.dcm"]
+    whole = anna.get(f"/portal/download?study={study}")
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    assert int(whole.headers["content-length"]) == len(whole.content)
+    assert (
+        whole.headers["content-disposition"].startswith('attachment; filename="')
+        and ".zip" in whole.headers["content-disposition"]
+    )
+    half = len(whole.content) // 2
+    rest = anna.get(f"/portal/download?study={study}", headers={"Range": f"bytes={half}-"})
+    assert rest.status_code == 206
+    assert rest.headers["content-range"] == f"bytes {half}-{len(whole.content) - 1}/{len(whole.content)}"
+    assert whole.content[:half] + rest.content == whole.content
+    assert zipfile.ZipFile(io.BytesIO(whole.content)).testzip() is None
+    beyond = anna.get(
+        f"/portal/download?study={study}", headers={"Range": f"bytes={len(whole.content) + 5}-"}
+    )
+    assert beyond.status_code == 416
+
+
+def test_all_studies_of_a_patient_in_one_zip(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    answer = anna.get(f"/portal/download?patient={site.anna_patient}")
+    assert answer.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(answer.content)).namelist()
+    assert "DICOMDIR" in names and len([n for n in names if n.startswith("DICOM/")]) == len(ANNA_FILES) + 1
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_share_download_follows_the_share(site: Site, download: bool) -> None:
+    assert site.app is not None
+    sharing = site.app.state.sharing
+    created = sharing.create(
+        patient=site.anna_patient,
+        studies=[site.anna_studies["CT_small.dcm"]],
+        created_by="anna",
+        allow_download=download,
+    )
+    client = httpx.Client(base_url=site.url, follow_redirects=True)
+    form = client.get(created.link)
+    opened = client.post(
+        created.link, data={"code": created.code, "birth_date": "1980-02-14", "csrf": csrf_of(form.text)}
+    )
+    assert opened.url.path.endswith("/studies") and opened.text.count('class="card study"') == 1
+    answer = client.get(f"/portal/download?study={site.anna_studies['CT_small.dcm']}")
+    if download:
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    else:
+        assert answer.status_code == 403 and "viewing only" in answer.text
+    other = client.get(f"/portal/download?study={site.anna_studies['SC_rgb.dcm']}")
+    assert other.status_code in (403, 404)
+
+
+def test_patient_reads_who_accessed_her_images(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    anna.get(f"/portal/download?study={site.anna_studies['CT_small.dcm']}")
+    log = anna.get("/portal/access-log")
+    assert log.status_code == 200
+    assert 'data-action="download"' in log.text and "downloaded" in log.text
