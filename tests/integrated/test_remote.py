@@ -70,6 +70,8 @@ class FakeEhr:
             return httpx.Response(200, json=self.tokens.get(token, {"active": False}))
         if path.startswith("/fhir/Patient/"):
             found = self.patients.get(path.rsplit("/", 1)[1])
+            if found == {"forbidden": True}:
+                return httpx.Response(403, json={"error": "insufficient_scope"})
             return httpx.Response(200, json=found) if found else httpx.Response(404, json={})
         return httpx.Response(404, json={})
 
@@ -143,7 +145,7 @@ def test_inactive_and_foreign_answers_are_invalid_tokens(key_file: Path) -> None
         with pytest.raises(InvalidToken):
             remote.principal(token)
     with pytest.raises(InvalidToken, match="own backend"):
-        remote.principal(remote.backend_token())
+        remote.principal(remote.ehr.backend_token())
 
 
 def test_negative_answers_are_remembered_briefly(key_file: Path) -> None:
@@ -206,6 +208,10 @@ def test_a_patient_without_an_mrn_or_unknown_is_denied(key_file: Path) -> None:
         remote.principal("t")
     with pytest.raises(AccessDenied, match="no Patient/8"):
         remote.principal("gone")
+    ehr.tokens["hidden"] = active(patient="9")
+    ehr.patients["9"] = {"forbidden": True}
+    with pytest.raises(AccessDenied, match="cannot be established"):
+        remote.principal("hidden")
 
 
 def test_an_unreachable_ehr_is_upstream_unavailable(key_file: Path) -> None:

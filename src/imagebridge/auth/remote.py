@@ -4,7 +4,8 @@
 
 1. asks the EHR's introspection endpoint (RFC 7662 §2, SMART App Launch 2.2 "Token
    Introspection"), authenticating with this server's own SMART Backend Services token
-   (``client_credentials`` + ``private_key_jwt``, RFC 7523 §2.2), kept until shortly before it expires;
+   (``auth.ehr_client``: ``client_credentials`` + ``private_key_jwt``, RFC 7523 §2.2, kept until
+   shortly before it expires);
 2. reuses an active answer for at most ``min(exp - now, cache_seconds)`` (≤ 60 s: RFC 7662 §4
    trades revocation latency for load; a revocation at the EHR bites within that budget), an
    inactive one for ``negative_cache_seconds``; entries are keyed by the SHA-256 of the token;
@@ -22,30 +23,21 @@ as a caller's token.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, RSAKey
 
-from imagebridge.auth import assertions
 from imagebridge.auth.clients import AccessGrant
+from imagebridge.auth.ehr_client import EhrClient, answer
 from imagebridge.auth.errors import AccessDenied, InvalidToken, OAuthError
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import ClinicalScope, Scopes, parse_one
 from imagebridge.config import MRN_RULE, EhrSettings
-from imagebridge.errors import ImageBridgeError, UpstreamUnavailable
-
-log = logging.getLogger(__name__)
 
 PatientKey = Callable[[str, str], str]
 """(PatientID, IssuerOfPatientID) -> the archive's patient key (the ``/fhir`` Patient id)."""
@@ -56,10 +48,7 @@ SystemOf = Callable[[str], str]
 ClientPolicy = Callable[[str], AccessGrant]
 """A client_id -> the access its system/ scopes were pre-authorized for here (empty if unknown)."""
 
-BACKEND_MARGIN = 30
-DISCOVERY_SECONDS = 3600
 _MAX_ENTRIES = 10_000
-_FHIR_JSON = "application/fhir+json"
 
 
 @dataclass(frozen=True)
@@ -123,11 +112,7 @@ class EhrAuthority:
         self.settings = settings
         self._patient_key, self._issuer_of, self._system_of = patient_key, issuer_of, system_of
         self._client_policy = client_policy
-        self._http = httpx.Client(timeout=settings.timeout, transport=transport, follow_redirects=False)
-        self._key, self._alg = load_private_key(settings)
-        self._lock = threading.Lock()
-        self._discovered: tuple[float, dict[str, Any]] | None = None
-        self._backend: tuple[float, str] | None = None
+        self.ehr = EhrClient(settings, transport)
         self._tokens = _Expiring()
         self._patients = _Expiring()
         self._references = _Expiring()
@@ -142,9 +127,10 @@ class EhrAuthority:
             if cached is None or cached[0] <= time.time():
                 raise InvalidToken("the access token is not active at the EHR")
             return cached[1]
-        if self._backend is not None and key == digest(self._backend[1]):
+        own = self.ehr.current_backend_token
+        if own is not None and key == digest(own):
             raise InvalidToken("this server's own backend-services token is not a caller's token")
-        body = self._introspect(token)
+        body = self.ehr.introspect(token)
         if body.get("active") is not True:
             self._tokens.put(key, None, self.settings.negative_cache_seconds)
             raise InvalidToken("the access token is unknown, expired or revoked at the EHR")
@@ -198,10 +184,10 @@ class EhrAuthority:
             return cached
         if not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", ehr_id):
             raise AccessDenied(f"the token's patient '{ehr_id[:70]}' is not a FHIR logical id")
-        response = self._get(f"{self.settings.fhir_base}/Patient/{ehr_id}")
+        response = self.ehr.get(f"{self.settings.fhir_base}/Patient/{ehr_id}")
         if response.status_code in (404, 410):
             raise AccessDenied(f"the EHR has no Patient/{ehr_id}")
-        resource = _json(response, f"Patient/{ehr_id}")
+        resource = answer(response, f"Patient/{ehr_id}")
         identifier = mrn_identifier(resource, self.settings.mrn_identifier)
         if identifier is None:
             raise AccessDenied(
@@ -229,12 +215,12 @@ class EhrAuthority:
     def _find_ehr_patient(self, patient_id: str, issuer: str) -> str | None:
         systems = [s for s, i in self.settings.issuers.items() if i == issuer] or [self._system_of(issuer)]
         for system in systems:
-            response = self._get(
+            response = self.ehr.get(
                 f"{self.settings.fhir_base}/Patient", params={"identifier": f"{system}|{patient_id}"}
             )
             if response.status_code != 200:
                 continue
-            bundle = _json(response, "a Patient search")
+            bundle = answer(response, "a Patient search")
             ids = {
                 e["resource"]["id"]
                 for e in bundle.get("entry", [])
@@ -246,36 +232,17 @@ class EhrAuthority:
 
     # --- discovery -------------------------------------------------------------------------------
 
-    def configuration(self) -> dict[str, Any]:
-        """The EHR's ``.well-known/smart-configuration``, read at most hourly."""
-        with self._lock:
-            if self._discovered and self._discovered[0] > time.monotonic():
-                return self._discovered[1]
-        url = f"{self.settings.fhir_base}/.well-known/smart-configuration"
-        document = _json(self._send("GET", url), "the EHR's smart-configuration")
-        with self._lock:
-            self._discovered = (time.monotonic() + DISCOVERY_SECONDS, document)
-        return document
-
-    def _endpoint(self, configured: str | None, name: str) -> str:
-        if configured:
-            return configured
-        value = self.configuration().get(name)
-        if not isinstance(value, str) or not value:
-            raise UpstreamUnavailable(f"the EHR's smart-configuration has no {name}; set it in [ehr]")
-        return value
-
     def issuer(self) -> str:
-        return self._endpoint(self.settings.issuer, "issuer")
+        return self.ehr.issuer()
 
     def smart_configuration(self, imaging_fhir: str, capabilities: list[str]) -> dict[str, Any]:
         """What this server publishes: the EHR's document, with this imaging FHIR base associated."""
-        document = {k: v for k, v in self.configuration().items() if k != "associated_endpoints"}
+        document = {k: v for k, v in self.ehr.configuration().items() if k != "associated_endpoints"}
         return {**document, "associated_endpoints": [{"url": imaging_fhir, "capabilities": capabilities}]}
 
     def oauth_uris(self) -> dict[str, str]:
         """The EHR's endpoints for the CapabilityStatement's ``oauth-uris`` extension."""
-        document = self.configuration()
+        document = self.ehr.configuration()
         names = {
             "authorize": "authorization_endpoint",
             "token": "token_endpoint",
@@ -286,99 +253,6 @@ class EhrAuthority:
         return {k: document[v] for k, v in names.items() if isinstance(document.get(v), str)}
 
     # --- the EHR over HTTP -----------------------------------------------------------------------
-
-    def _introspect(self, token: str) -> dict[str, Any]:
-        url = self._endpoint(self.settings.introspection_endpoint, "introspection_endpoint")
-        for attempt in (1, 2):
-            response = self._send(
-                "POST",
-                url,
-                data={"token": token, "token_type_hint": "access_token"},
-                headers={"Authorization": f"Bearer {self.backend_token(renew=attempt == 2)}"},
-            )
-            if response.status_code != 401:
-                break
-        if response.status_code in (401, 403):
-            log.warning("the EHR refused this server's introspection: %s", response.text[:300])
-            raise UpstreamUnavailable(
-                f"the EHR refused this server's introspection request ({response.status_code}); "
-                "check [ehr] client_id and its scopes at the EHR"
-            )
-        return _json(response, "the EHR's introspection answer")
-
-    def _get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
-        response: httpx.Response | None = None
-        for attempt in (1, 2):
-            headers = {
-                "Authorization": f"Bearer {self.backend_token(renew=attempt == 2)}",
-                "Accept": _FHIR_JSON,
-            }
-            response = self._send("GET", url, params=params, headers=headers)
-            if response.status_code != 401:
-                break
-        assert response is not None
-        if response.status_code in (401, 403):
-            raise UpstreamUnavailable(
-                f"the EHR refused this server's backend token for {url} ({response.status_code}); "
-                f"it needs {self.settings.backend_scope} reaching the patient"
-            )
-        return response
-
-    def backend_token(self, *, renew: bool = False) -> str:
-        """This server's own access token at the EHR (SMART Backend Services), reused until near expiry."""
-        with self._lock:
-            if not renew and self._backend and self._backend[0] > time.time():
-                return self._backend[1]
-        url = self._endpoint(self.settings.token_endpoint, "token_endpoint")
-        form = {
-            "grant_type": "client_credentials",
-            "scope": self.settings.backend_scope,
-            "client_assertion_type": assertions.ASSERTION_TYPE,
-            "client_assertion": self._assertion(url),
-        }
-        response = self._send("POST", url, data=form)
-        body = _json(response, "the EHR's token response") if response.status_code == 200 else None
-        if body is None or not isinstance(body.get("access_token"), str):
-            log.warning(
-                "the EHR refused this server's backend-services token request: %s", response.text[:300]
-            )
-            raise UpstreamUnavailable(
-                f"the EHR refused this server's backend-services token ({response.status_code}): "
-                f"{_error_text(response)}; check [ehr] client_id, key and backend_scope"
-            )
-        expires_in = body.get("expires_in")
-        lifetime = expires_in if isinstance(expires_in, int) and expires_in > 0 else 300
-        keep = max(lifetime - BACKEND_MARGIN, lifetime / 2)
-        with self._lock:
-            self._backend = (time.time() + keep, body["access_token"])
-        return str(body["access_token"])
-
-    def _assertion(self, audience: str) -> str:
-        """RFC 7523 §3 / SMART Backend Services: iss = sub = client_id, aud = token endpoint, ≤ 5 min."""
-        now = int(time.time())
-        claims = {
-            "iss": self.settings.client_id,
-            "sub": self.settings.client_id,
-            "aud": audience,
-            "iat": now,
-            "exp": now + 240,
-            "jti": uuid.uuid4().hex,
-        }
-        header = {"alg": self._alg, "typ": "JWT", "kid": str(self._key.kid)}
-        return jwt.encode(header, claims, self._key, algorithms=[self._alg])
-
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            log.warning("the EHR at %s is unreachable: %s", url, exc)
-            raise UpstreamUnavailable(
-                f"the EHR cannot be reached ({type(exc).__name__}); try again shortly",
-                retry_after=self.settings.retry_after,
-            ) from exc
-
-    def close(self) -> None:
-        self._http.close()
 
 
 def lenient_scopes(text: str) -> Scopes:
@@ -423,57 +297,3 @@ def _authority(identifier: dict[str, Any]) -> str:
     assigner: dict[str, Any] = identifier["assigner"] if isinstance(identifier.get("assigner"), dict) else {}
     ident: dict[str, Any] = assigner["identifier"] if isinstance(assigner.get("identifier"), dict) else {}
     return str(ident.get("value") or assigner.get("display") or "")
-
-
-def load_private_key(settings: EhrSettings) -> tuple[RSAKey | ECKey, str]:
-    """This server's signing key from a JWK (JSON) or PEM file, and the algorithm it signs with."""
-    path = settings.private_key_file
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImageBridgeError(f"cannot read [ehr] private_key_file {path}: {exc.strerror}") from exc
-    try:
-        if raw.lstrip().startswith(b"{"):
-            data = json.loads(raw)
-            key: RSAKey | ECKey = (ECKey if data.get("kty") == "EC" else RSAKey).import_key(data)
-        else:
-            key = _pem_key(raw)
-    except (JoseError, ValueError, TypeError) as exc:
-        raise ImageBridgeError(f"[ehr] private_key_file {path} is not an RSA or EC private key") from exc
-    if not key.is_private:
-        raise ImageBridgeError(f"[ehr] private_key_file {path} holds a public key; the private one is needed")
-    if key.kid is None:
-        key.ensure_kid()
-    alg = settings.signing_alg or ("ES384" if isinstance(key, ECKey) else "RS384")
-    return key, alg
-
-
-def _pem_key(raw: bytes) -> RSAKey | ECKey:
-    try:
-        return RSAKey.import_key(raw)
-    except (JoseError, ValueError, TypeError):
-        return ECKey.import_key(raw)
-
-
-def _json(response: httpx.Response, what: str) -> dict[str, Any]:
-    if response.status_code >= 500:
-        raise UpstreamUnavailable(f"the EHR failed to answer with {what} ({response.status_code})")
-    try:
-        body = response.json()
-    except ValueError as exc:
-        raise UpstreamUnavailable(f"the EHR's answer for {what} is not JSON") from exc
-    if not isinstance(body, dict) or response.status_code >= 400:
-        raise UpstreamUnavailable(
-            f"the EHR answered {response.status_code} for {what}: {_error_text(response)}"
-        )
-    return body
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("error_description") or body.get("error") or body)[:200]
-    return str(body)[:200]
