@@ -161,11 +161,13 @@ class Reconciler:
                 return Receipt(Received.QUARANTINED, study_uid, case)
             self._release_quarantine(case, self._identity(case), source)
             return Receipt(Received.STORED, study_uid, case)
-        if self.catalog.stored_blob(sop_uid) is None or self.records.outside(study_uid) is None:
+        marked = self.records.outside(study_uid) is not None
+        if not marked or self.catalog.stored_blob(sop_uid) is None:  # else stored before a crash
             self._store(ds, self._identity(case), source, case)
         if not self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, STORED):
             return Receipt(Received.ALREADY_IMPORTED, study_uid, case)
-        self.records.mark_outside(study_uid, source.name)
+        if not marked:
+            self.records.mark_outside(study_uid, source.name)
         return Receipt(Received.STORED, study_uid, case)
 
     def _refuse_local_study(self, study_uid: str) -> None:
