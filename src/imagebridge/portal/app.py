@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from imagebridge.portal import admin, download, layout, routes, shares, viewer
+from imagebridge.portal import admin, download, layout, routes, send, shares, viewer
 from imagebridge.portal.session import CsrfFailure, SignInRequired
 
 
@@ -15,6 +15,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(shares.router)
     app.include_router(download.router)
     app.include_router(admin.router)
+    app.include_router(send.router)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, exc: SignInRequired) -> Response:
