@@ -9,13 +9,19 @@ from imagebridge.auth.scopes import parse
 
 _STYLE = """
 body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:1rem;background:#f6f7f9;color:#111}
-main{max-width:28rem;margin:2rem auto;background:#fff;padding:1.5rem;border-radius:.5rem;box-shadow:0 1px 3px #0002}
-h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.75rem 0 .25rem;font-weight:600}
-input[type=text],input[type=password],select{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #777;border-radius:.3rem}
-fieldset{border:1px solid #ccc;border-radius:.3rem;margin:1rem 0}fieldset label{font-weight:400;display:flex;gap:.5rem;align-items:flex-start}
-button{font-size:1rem;padding:.7rem 1.2rem;margin:.5rem .5rem 0 0;border-radius:.3rem;border:1px solid #0b57d0;cursor:pointer}
+main{max-width:28rem;margin:1.5rem auto;background:#fff;padding:1.5rem;border-radius:.5rem;box-shadow:0 1px 3px #0002}
+.brand{margin:0 0 .75rem;font-size:.85rem;font-weight:600;letter-spacing:.04em;color:#555;text-transform:uppercase}
+h1{font-size:1.4rem;margin:0 0 .5rem}label{display:block;margin:.75rem 0 .25rem;font-weight:600}
+input[type=text],input[type=password],select{width:100%;box-sizing:border-box;min-height:2.75rem;padding:.6rem;font:inherit;border:1px solid #777;border-radius:.3rem;background:#fff}
+fieldset{border:1px solid #ccc;border-radius:.3rem;margin:1rem 0;padding:.25rem .75rem}legend{font-weight:600;padding:0 .25rem}
+fieldset label{font-weight:400;display:flex;gap:.75rem;align-items:center;min-height:2.75rem;margin:0;padding:.35rem 0;cursor:pointer}
+fieldset label+label{border-top:1px solid #eee}
+input[type=checkbox],input[type=radio]{width:1.25rem;height:1.25rem;margin:0;flex:none;accent-color:#0b57d0}
+small{color:#555}.hint{margin:.25rem 0;color:#444;font-size:.95rem}
+.actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.25rem}
+button{font:inherit;font-weight:600;min-height:2.75rem;padding:.6rem 1.4rem;margin:0;border-radius:.3rem;border:1px solid #0b57d0;cursor:pointer;flex:1 1 8rem}
 .primary{background:#0b57d0;color:#fff}.secondary{background:#fff;color:#0b57d0}
-.error{color:#a50e0e;background:#fce8e6;padding:.5rem;border-radius:.3rem}
+.error{color:#a50e0e;background:#fce8e6;padding:.5rem .75rem;border-radius:.3rem}
 :focus-visible{outline:3px solid #f9ab00;outline-offset:2px}
 """
 
@@ -59,7 +65,7 @@ def _page(title: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)} · imagebridge</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>"
+        f'<body><main><p class="brand">imagebridge · secure sign-in</p>{body}</main></body></html>'
     )
 
 
@@ -74,14 +80,16 @@ def _hidden(fields: dict[str, Any]) -> str:
 def sign_in(client_name: str, request_fields: dict[str, str], error: str | None = None) -> str:
     alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     body = (
-        f"<h1>Sign in</h1><p><strong>{escape(client_name)}</strong> is asking to see health records.</p>{alert}"
+        f"<h1>Sign in</h1><p><strong>{escape(client_name)}</strong> is asking to see health records. "
+        "Sign in first; on the next page you choose what it may see.</p>"
+        f"{alert}"
         '<form method="post" action="authorize">'
         f"{_hidden(request_fields)}"
         '<label for="username">User name</label>'
         '<input type="text" id="username" name="username" autocomplete="username" required autofocus>'
         '<label for="password">Password</label>'
         '<input type="password" id="password" name="password" autocomplete="current-password" required>'
-        '<button class="primary" type="submit">Sign in</button></form>'
+        '<div class="actions"><button class="primary" type="submit">Sign in</button></div></form>'
     )
     return _page("Sign in", body)
 
@@ -112,9 +120,10 @@ def consent(
         + (f"<p>Opened from the EHR for <strong>{escape(launched_for)}</strong>.</p>" if launched_for else "")
         + f"<p><strong>{escape(client_name)}</strong> would like to:</p>"
         f'<form method="post" action="consent">{_hidden({"ticket": ticket})}{chooser}'
-        f"<fieldset><legend>Untick anything you do not want to share</legend>{boxes}</fieldset>"
-        '<button class="primary" type="submit" name="decision" value="approve">Allow</button>'
-        '<button class="secondary" type="submit" name="decision" value="deny">Deny</button></form>'
+        "<fieldset><legend>What the app may do</legend>"
+        f'<p class="hint">Untick anything you do not want to share.</p>{boxes}</fieldset>'
+        '<div class="actions"><button class="primary" type="submit" name="decision" value="approve">Allow</button>'
+        '<button class="secondary" type="submit" name="decision" value="deny">Deny</button></div></form>'
     )
     return _page("Allow access", body)
 
@@ -135,7 +144,7 @@ def ehr_sign_in(error: str | None = None) -> str:
         '<input type="text" id="username" name="username" autocomplete="username" required autofocus>'
         '<label for="password">Password</label>'
         '<input type="password" id="password" name="password" autocomplete="current-password" required>'
-        '<button class="primary" type="submit">Sign in</button></form>'
+        '<div class="actions"><button class="primary" type="submit">Sign in</button></div></form>'
     )
     return _page("EHR sign-in", body)
 
@@ -161,11 +170,11 @@ def ehr_launcher(
             f'<label for="patient">Patient</label><select id="patient" name="patient" required>{patient_options}</select>'
             '<label for="encounter">Encounter (optional)</label>'
             '<input type="text" id="encounter" name="encounter" pattern="[A-Za-z0-9.-]{1,64}">'
-            '<button class="primary" type="submit">Launch app</button></form>'
+            '<div class="actions"><button class="primary" type="submit">Launch app</button></div></form>'
         )
     body = (
         f"<h1>Launch an app</h1><p>Signed in as <strong>{escape(user_name)}</strong>.</p>{alert}{choose}"
         '<form method="post" action="ehr/sign-out">'
-        '<button class="secondary" type="submit">Sign out</button></form>'
+        '<div class="actions"><button class="secondary" type="submit">Sign out</button></div></form>'
     )
     return _page("Launch an app", body)
