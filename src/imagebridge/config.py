@@ -6,12 +6,15 @@ Values come from ``IMAGEBRIDGE_*`` environment variables, an optional TOML file
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, RSAKey
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagebridge.reconcile.settings import ImportSourceSetting, ReconciliationSettings
@@ -32,6 +35,34 @@ MRN_RULE = re.compile(
     r"^identifier\.(?:first\(\)|where\((?P<path>type\.coding\.code|type\.text|system)\s*=\s*'(?P<value>[^']+)'\))$"
 )
 """The MRN identifier rules integrated mode understands (a FHIRPath subset, as SMART Imaging's reference server)."""
+
+
+def read_signing_key(path: Path) -> RSAKey | ECKey:
+    """A private RSA or EC key from a JWK (JSON) or PEM file; ValueError says what is wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the private key file {path}: {exc.strerror}") from exc
+    try:
+        if raw.lstrip().startswith(b"{"):
+            data = json.loads(raw)
+            key: RSAKey | ECKey = (ECKey if data.get("kty") == "EC" else RSAKey).import_key(data)
+        else:
+            key = _pem_key(raw)
+    except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} holds no RSA or EC private key (JWK JSON or PEM)") from exc
+    if not key.is_private:
+        raise ValueError(f"{path} holds a public key; the private one is needed")
+    if key.kid is None:
+        key.ensure_kid()
+    return key
+
+
+def _pem_key(raw: bytes) -> RSAKey | ECKey:
+    try:
+        return RSAKey.import_key(raw)
+    except (JoseError, ValueError, TypeError):
+        return ECKey.import_key(raw)
 
 
 class EhrSettings(BaseModel):
@@ -98,10 +129,24 @@ class EhrSettings(BaseModel):
 
     @field_validator("private_key_file")
     @classmethod
-    def _key_exists(cls, value: Path) -> Path:
-        if not value.is_file():
-            raise ValueError(f"the private key file {value} does not exist")
+    def _key_usable(cls, value: Path) -> Path:
+        read_signing_key(value)
         return value
+
+    @model_validator(mode="after")
+    def _alg_fits_key(self) -> EhrSettings:
+        self.signing_key()
+        return self
+
+    def signing_key(self) -> tuple[RSAKey | ECKey, str]:
+        """This server's private key for client assertions, and the algorithm it signs with."""
+        key = read_signing_key(self.private_key_file)
+        alg = self.signing_alg or ("ES384" if isinstance(key, ECKey) else "RS384")
+        if (alg == "ES384") != isinstance(key, ECKey):
+            raise ValueError(
+                f"signing_alg {alg} does not fit the {key.key_type} key in {self.private_key_file}"
+            )
+        return key, alg
 
     @field_validator("mrn_identifier")
     @classmethod

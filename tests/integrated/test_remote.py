@@ -12,12 +12,13 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+from pydantic import ValidationError
 
 from imagebridge.auth.clients import AccessGrant
 from imagebridge.auth.errors import AccessDenied, InvalidToken
 from imagebridge.auth.remote import EhrAuthority, lenient_scopes, mrn_identifier
 from imagebridge.config import EhrSettings
-from imagebridge.errors import ImageBridgeError, UpstreamUnavailable
+from imagebridge.errors import UpstreamUnavailable
 from imagebridge.fhir.identifiers import issuer_of, system_of
 from imagebridge.fhir.index import fhir_id
 
@@ -254,8 +255,14 @@ def test_a_pem_key_and_a_public_key(tmp_path: Path) -> None:
     assert ehr.assertion_algs == ["RS384"]
     public = tmp_path / "public.json"
     public.write_text(json.dumps(key.as_dict(private=False)))
-    with pytest.raises(ImageBridgeError, match="public key"):
+    with pytest.raises(ValidationError, match="public key"):
         authority(ehr, public)
+    with pytest.raises(ValidationError, match="does not fit"):
+        authority(ehr, pem, signing_alg="ES384")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    with pytest.raises(ValidationError, match="holds no RSA or EC private key"):
+        authority(ehr, garbage)
 
 
 @pytest.mark.parametrize(
@@ -294,8 +301,6 @@ def test_scopes_the_server_does_not_know_grant_nothing() -> None:
 
 
 def test_settings_refuse_a_budget_over_60_seconds_and_unknown_rules(key_file: Path) -> None:
-    from pydantic import ValidationError
-
     base = {"fhir_base": f"{EHR}/fhir", "client_id": "imaging", "private_key_file": key_file}
     with pytest.raises(ValidationError):
         EhrSettings(**base, cache_seconds=61)

@@ -10,7 +10,6 @@ particular Patient (403) makes that request 403: access cannot be established.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,13 +18,11 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, RSAKey
 
 from imagebridge.auth import assertions
 from imagebridge.auth.errors import AccessDenied
 from imagebridge.config import EhrSettings
-from imagebridge.errors import ImageBridgeError, UpstreamUnavailable
+from imagebridge.errors import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +36,7 @@ class EhrClient:
     def __init__(self, settings: EhrSettings, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self._http = httpx.Client(timeout=settings.timeout, transport=transport, follow_redirects=False)
-        self._key, self._alg = load_private_key(settings)
+        self._key, self._alg = settings.signing_key()
         self._lock = threading.Lock()
         self._discovered: tuple[float, dict[str, Any]] | None = None
         self._backend: tuple[float, str] | None = None
@@ -162,36 +159,6 @@ class EhrClient:
 
     def close(self) -> None:
         self._http.close()
-
-
-def load_private_key(settings: EhrSettings) -> tuple[RSAKey | ECKey, str]:
-    """This server's signing key from a JWK (JSON) or PEM file, and the algorithm it signs with."""
-    path = settings.private_key_file
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImageBridgeError(f"cannot read [ehr] private_key_file {path}: {exc.strerror}") from exc
-    try:
-        if raw.lstrip().startswith(b"{"):
-            data = json.loads(raw)
-            key: RSAKey | ECKey = (ECKey if data.get("kty") == "EC" else RSAKey).import_key(data)
-        else:
-            key = _pem_key(raw)
-    except (JoseError, ValueError, TypeError) as exc:
-        raise ImageBridgeError(f"[ehr] private_key_file {path} is not an RSA or EC private key") from exc
-    if not key.is_private:
-        raise ImageBridgeError(f"[ehr] private_key_file {path} holds a public key; the private one is needed")
-    if key.kid is None:
-        key.ensure_kid()
-    alg = settings.signing_alg or ("ES384" if isinstance(key, ECKey) else "RS384")
-    return key, alg
-
-
-def _pem_key(raw: bytes) -> RSAKey | ECKey:
-    try:
-        return RSAKey.import_key(raw)
-    except (JoseError, ValueError, TypeError):
-        return ECKey.import_key(raw)
 
 
 def answer(response: httpx.Response, what: str) -> dict[str, Any]:
