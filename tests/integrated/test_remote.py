@@ -69,6 +69,14 @@ class FakeEhr:
         if path == "/oauth/introspect":
             token = dict(x.split("=", 1) for x in request.content.decode().split("&"))["token"]
             return httpx.Response(200, json=self.tokens.get(token, {"active": False}))
+        if path == "/fhir/Patient":
+            system, _, value = request.url.params["identifier"].partition("|")
+            matches = [
+                {"resource": p}
+                for p in self.patients.values()
+                if any(i.get("system") == system and i.get("value") == value for i in p.get("identifier", []))
+            ]
+            return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "entry": matches})
         if path.startswith("/fhir/Patient/"):
             found = self.patients.get(path.rsplit("/", 1)[1])
             if found == {"forbidden": True}:
@@ -308,3 +316,32 @@ def test_settings_refuse_a_budget_over_60_seconds_and_unknown_rules(key_file: Pa
         EhrSettings(**base, mrn_identifier="identifier[0]")
     with pytest.raises(ValidationError):
         EhrSettings(**{**base, "private_key_file": key_file.parent / "missing.json"})
+
+
+def test_a_subject_is_found_at_the_ehr_by_identifier(key_file: Path) -> None:
+    """A study seen without a patient token (system/ scopes): the EHR is searched by MRN, once."""
+    ehr = fake(key_file)
+    ehr.patients["42"] = {
+        "resourceType": "Patient",
+        "id": "42",
+        "identifier": [{"system": "urn:oid:1.2.3", "value": "M1"}],
+    }
+    ehr.patients["43"] = {
+        "resourceType": "Patient",
+        "id": "43",
+        "identifier": [{"system": "urn:oid:9.9", "value": "D"}],
+    }
+    ehr.patients["44"] = {
+        "resourceType": "Patient",
+        "id": "44",
+        "identifier": [{"system": "urn:oid:9.9", "value": "D"}],
+    }
+    remote = authority(ehr, key_file, issuers={"urn:oid:1.2.3": "HOSP"})
+    key = fhir_id("M1", "HOSP")
+    assert remote.subject(key, "M1", "HOSP") == f"{EHR}/fhir/Patient/42"
+    assert remote.subject(key, "M1", "HOSP") == f"{EHR}/fhir/Patient/42"
+    assert ehr.calls.count("/fhir/Patient") == 1
+    assert remote.subject(fhir_id("D", "9.9"), "D", "9.9") is None, (
+        "two EHR patients: keep the local reference"
+    )
+    assert remote.subject(fhir_id("X", "HOSP"), "X", "HOSP") is None
