@@ -91,6 +91,7 @@ def serve(
     archive = _open(settings, upgrade=settings.embedded_index)
     if load_samples:
         samples.load_once(archive)
+    demo = samples.demo_users(archive) if load_samples else None
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
@@ -100,6 +101,8 @@ def serve(
     console.print(f"  DICOMweb root  {base}/dicomweb    e.g. {base}/dicomweb/studies")
     console.print(f"  API docs       {base}/docs")
     console.print(f"  health         {base}/healthz")
+    if demo is not None:
+        samples.print_demo(demo, base, settings.data_dir)
     listener = _start_dicom(archive)
     if settings.http_workers > 1:
         console.print(f"  HTTP workers   {settings.http_workers} processes")
