@@ -94,6 +94,9 @@ class _Expiring:
             self._items.clear()
 
 
+INACTIVE = "the access token is unknown, expired or revoked at the EHR"
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -125,7 +128,7 @@ class EhrAuthority:
         found, cached = self._tokens.get(key)
         if found:
             if cached is None or cached[0] <= time.time():
-                raise InvalidToken("the access token is not active at the EHR")
+                raise InvalidToken(INACTIVE)
             return cached[1]
         own = self.ehr.current_backend_token
         if own is not None and key == digest(own):
@@ -133,7 +136,7 @@ class EhrAuthority:
         body = self.ehr.introspect(token)
         if body.get("active") is not True:
             self._tokens.put(key, None, self.settings.negative_cache_seconds)
-            raise InvalidToken("the access token is unknown, expired or revoked at the EHR")
+            raise InvalidToken(INACTIVE)
         exp = self._check(body)
         principal = self._principal(body)
         self._tokens.put(key, (exp, principal), min(exp - time.time(), self.settings.cache_seconds))
