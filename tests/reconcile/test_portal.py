@@ -76,8 +76,9 @@ def test_an_administrator_reviews_and_decides(site: str, archive: Archive) -> No
         html = page.text
         assert html.count('<section class="card"') == 2
         assert "Imported from north" in html and "Suggested local patient" in html
-        assert "19801205" in html and "19800512" in html  # both birth dates, side by side
-        assert "swapped" in html and "+12.8" in html and "Score 68.8" in html
+        assert "1980-12-05 <strong>(differs)</strong>" in html and "1980-05-12" in html  # side by side
+        assert "swapped" in html and "+12.8" in html and "Score 68.8: above 70 links automatically" in html
+        assert "Case 1: Smith, John from north" in html
         first, second = (c.pk for c in Records(archive.engine).cases())
         token = csrf(html)
         done = client.post(f"/portal/review/{first}", data={"csrf": token, "decision": "accept"})

@@ -20,6 +20,7 @@ from imagebridge.errors import ImageBridgeError
 from imagebridge.portal import layout
 from imagebridge.portal.layout import esc
 from imagebridge.portal.session import Session, SignedIn, check_csrf
+from imagebridge.reconcile.score import Scorecard
 from imagebridge.services.reconcile import Decision, reconciler_for
 from imagebridge.web.api_reconciliation import case_json, staff_name
 
@@ -66,19 +67,18 @@ async def queue(request: Request, session: SignedIn, done: str = "") -> Response
                 "Compare the two columns, then accept the suggested patient, link another one, or create a new patient."
             )
         )
-        parts.extend(_card(case, session.csrf) for case in cases)
+        card = request.app.state.archive.settings.reconciliation.scorecard()
+        parts.extend(_card(case, session.csrf, card) for case in cases)
     return layout.response("Review queue", "".join(parts), **_chrome(session))
 
 
-def _card(case: dict[str, Any], csrf: str) -> str:
-    incoming = {
-        **case["incoming"],
-        "patient_id": f"{case['source_patient']['patient_id']} ({case['source_patient']['issuer']})",
-    }
+def _card(case: dict[str, Any], csrf: str, card: Scorecard) -> str:
+    source = case["source_patient"]
+    incoming = {**case["incoming"], "patient_id": f"{source['patient_id']} ({source['issuer']})"}
     local = case["suggested_patient"] or {}
     if local:
         local = {**local, "patient_id": f"{local['patient_id']} ({local['issuer'] or 'no issuer'})"}
-    rows = [[esc(label), esc(incoming.get(key, "")), esc(local.get(key, ""))] for key, label in _FIELDS]
+    rows = [_row(label, incoming.get(key, ""), local.get(key, ""), key) for key, label in _FIELDS]
     side_by_side = layout.table(
         ["", f"Imported from {case['source']}", "Suggested local patient"], rows, caption="Demographics"
     )
@@ -88,36 +88,71 @@ def _card(case: dict[str, Any], csrf: str) -> str:
             [esc(b["field"].replace("_", " ")), esc(b["outcome"]), esc(f"{b['points']:+g}")]
             for b in case["breakdown"]
         ],
-        caption=f"Score {case['score']:g} (match above the threshold, new patient below)"
-        if case["score"] is not None
-        else "Score",
+        caption=_score_caption(case["score"], card),
     )
-    action = f"{PATH}/{case['id']}"
+    n = case["instances"]
+    return (
+        f'<section class="card" aria-labelledby="case-{case["id"]}">'
+        f'<h2 id="case-{case["id"]}">Case {case["id"]}: {esc(_person(incoming.get("name", "")))} '
+        f"from {esc(case['source'])}</h2>"
+        f'<p class="muted" style="overflow-wrap:anywhere">{n} instance{"" if n == 1 else "s"} of study '
+        f"{esc(case['study_uid'])}, waiting since {esc(case['created_at'][:16].replace('T', ' '))} UTC</p>"
+        f"{side_by_side}{breakdown}{_decisions(case['id'], csrf)}</section>"
+    )
+
+
+def _row(label: str, incoming: str, local: str, key: str) -> list[str]:
+    """A demographics row; values that differ are marked in words, not by colour alone."""
+    shown = _date if key == "birth_date" else _person if key == "name" else str
+    differs = key != "patient_id" and bool(local) and incoming.strip().upper() != local.strip().upper()
+    mark = " <strong>(differs)</strong>" if differs else ""
+    return [esc(label), esc(shown(incoming)) + mark, esc(shown(local))]
+
+
+def _person(name: str) -> str:
+    """``Family^Given^Middle`` as people write it: ``Family, Given Middle``."""
+    family, _, rest = name.partition("^")
+    given = " ".join(p for p in rest.split("^")[:2] if p)
+    return f"{family}, {given}" if given else family
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def _score_caption(score: float | None, card: Scorecard) -> str:
+    if score is None:
+        return "Score breakdown"
+    return (
+        f"Score {score:g}: above {card.match_above:g} links automatically, below {card.different_below:g} "
+        "creates a new patient; in between a person decides"
+    )
+
+
+def _decisions(case_id: int, csrf: str) -> str:
+    action = f"{PATH}/{case_id}"
     accept = layout.form(
         action,
         csrf,
         layout.button("Accept suggested patient", name="decision", value="accept"),
-        label=f"Accept case {case['id']}",
+        label=f"Accept case {case_id}",
     )
     link = layout.form(
         action,
         csrf,
-        _link_fields(case["id"])
-        + layout.button("Link this patient", "secondary", name="decision", value="link"),
-        label=f"Link case {case['id']} to another patient",
+        "<fieldset><legend>Or link another local patient</legend>"
+        + _link_fields(case_id)
+        + layout.button("Link this patient", "secondary", name="decision", value="link")
+        + "</fieldset>",
+        label=f"Link case {case_id} to another patient",
     )
     new = layout.form(
         action,
         csrf,
         layout.button("Create a new patient", "secondary", name="decision", value="new-patient"),
-        label=f"New patient for case {case['id']}",
+        label=f"New patient for case {case_id}",
     )
-    return (
-        f'<section class="card" aria-labelledby="case-{case["id"]}">'
-        f'<h2 id="case-{case["id"]}">Case {case["id"]}: study {esc(case["study_uid"])}</h2>'
-        f'<p class="muted">{case["instances"]} instances from {esc(case["source"])}, waiting since {esc(case["created_at"][:16])}</p>'
-        f"{side_by_side}{breakdown}{accept}{link}{new}</section>"
-    )
+    return accept + link + new
 
 
 def _link_fields(case_id: int) -> str:
