@@ -1,0 +1,355 @@
+"""Resumable uploads of media from a browser, and their import.
+
+An upload is declared first (name, size), then its bytes arrive in chunks, each at the offset the
+server already holds (the tus "core protocol" idea, with plain HTTP headers), so an interrupted
+upload resumes where it stopped. Bytes go to ``uploads/<id>.part`` in the data directory, nowhere
+else. A chunk holds the file's lock while it writes (``flock``: one writer per upload across worker
+processes) and the offset is committed after the bytes are on disk, so a crash loses at most the
+chunk in flight and never records bytes that are not there.
+
+The import reads the finished file as media (``media.sources``: a zip, an ISO image or one DICOM
+file), then stores it through ``services.importer``. A patient's own upload is never filed
+automatically: it waits for staff review, and staff import it later (usually naming a source,
+so reconciliation decides whose it is). So a patient's upload is never linked to anyone else.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from imagebridge.errors import Conflict, ImageBridgeError, InvalidInput, NotFound
+from imagebridge.index.schema import media_uploads
+from imagebridge.media import preview, sources
+from imagebridge.services import importer
+from imagebridge.services.archive import Archive
+
+MAX_UPLOAD_BYTES = 32 * 1024**3
+MAX_CHUNK_BYTES = 256 * 1024**2
+RECEIVING, COMPLETE, IMPORTING, IMPORTED, REVIEW, FAILED = (
+    "receiving",
+    "complete",
+    "importing",
+    "imported",
+    "review",
+    "failed",
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    owner: str
+    patient: str | None
+    name: str
+    size: int
+    received: int
+    state: str
+    result: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.upload_id,
+            "name": self.name,
+            "size": self.size,
+            "offset": self.received,
+            "state": self.state,
+            "patient": self.patient,
+            "created": self.created_at.isoformat(),
+            "updated": self.updated_at.isoformat(),
+            "result": self.result,
+        }
+
+
+class Busy(Conflict):
+    """Another request is writing a chunk of this upload right now."""
+
+
+class OffsetMismatch(Conflict):
+    def __init__(self, expected: int) -> None:
+        super().__init__(
+            f"the upload holds {expected} bytes; send the chunk that starts at offset {expected}"
+        )
+        self.expected = expected
+
+
+class Uploads:
+    """The uploads table and the ``uploads/`` folder of one data directory."""
+
+    def __init__(self, engine: Engine, data_dir: Path) -> None:
+        self.engine = engine
+        self.folder = data_dir / "uploads"
+
+    def path(self, upload_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", upload_id):
+            raise NotFound("no such upload")
+        return self.folder / f"{upload_id}.part"
+
+    def create(self, owner: str, patient: str | None, name: str, size: int) -> Upload:
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise InvalidInput("declare the upload's size in bytes (a positive whole number)")
+        if size > MAX_UPLOAD_BYTES:
+            raise InvalidInput(
+                f"an upload may hold at most {MAX_UPLOAD_BYTES} bytes; this one declares {size}"
+            )
+        clean = _clean_name(name)
+        upload_id = secrets.token_urlsafe(18)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path(upload_id).touch(exist_ok=False)
+        stamp = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(media_uploads).values(
+                    upload_id=upload_id,
+                    owner=owner,
+                    patient=patient,
+                    name=clean,
+                    size=size,
+                    received=0,
+                    state=RECEIVING,
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            )
+        return self.get(upload_id)
+
+    def get(self, upload_id: str) -> Upload:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(media_uploads).where(media_uploads.c.upload_id == upload_id)).first()
+        if row is None:
+            raise NotFound("no such upload")
+        return _upload(row)
+
+    def list(self, owner: str | None = None) -> list[Upload]:
+        query = select(media_uploads).order_by(media_uploads.c.updated_at.desc())
+        if owner is not None:
+            query = query.where(media_uploads.c.owner == owner)
+        with self.engine.connect() as conn:
+            return [_upload(row) for row in conn.execute(query.limit(200))]
+
+    def append(self, upload_id: str, offset: int, chunks: Iterable[bytes]) -> Upload:
+        """Write ``chunks`` at ``offset`` (which must be what the upload holds); returns the new state."""
+        with self.chunk(upload_id, offset) as writer:
+            for data in chunks:
+                writer.write(data)
+        return writer.upload
+
+    def chunk(self, upload_id: str, offset: int) -> ChunkWriter:
+        """A writer for one chunk at ``offset``, holding the upload's lock until closed."""
+        upload = self.get(upload_id)
+        if upload.state != RECEIVING:
+            raise Conflict(f"the upload is {upload.state}; it takes no more bytes")
+        return ChunkWriter(self, upload_id, offset)
+
+    def delete(self, upload_id: str) -> None:
+        self.path(upload_id).unlink(missing_ok=True)
+        with self.engine.begin() as conn:
+            conn.execute(delete(media_uploads).where(media_uploads.c.upload_id == upload_id))
+
+    def _set(self, upload_id: str, **values: Any) -> Upload:
+        if "result" in values and values["result"] is not None:
+            values["result"] = json.dumps(values["result"])
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(media_uploads)
+                .where(media_uploads.c.upload_id == upload_id)
+                .values(updated_at=datetime.now(UTC), **values)
+            )
+        return self.get(upload_id)
+
+    def claim(self, upload_id: str) -> Upload:
+        """Move a complete upload (or one waiting for review) to ``importing``; one import at a time."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(media_uploads)
+                .where(media_uploads.c.upload_id == upload_id)
+                .where(media_uploads.c.state.in_([COMPLETE, REVIEW, FAILED]))
+                .where(media_uploads.c.received == media_uploads.c.size)
+                .values(state=IMPORTING, updated_at=datetime.now(UTC))
+            ).rowcount
+        upload = self.get(upload_id)
+        if not done:
+            if upload.state == RECEIVING:
+                raise Conflict(
+                    f"the upload is not complete: {upload.received} of {upload.size} bytes received"
+                )
+            raise Conflict(f"the upload is {upload.state}")
+        return upload
+
+
+class ChunkWriter:
+    """One chunk being written: the file locked, positioned at the offset the upload holds.
+    Closing commits the bytes written so far, even when the body broke off (the client resumes
+    after them); a chunk that runs past the declared size is cut there and refused."""
+
+    def __init__(self, uploads: Uploads, upload_id: str, offset: int) -> None:
+        self.uploads, self.upload_id, self.offset = uploads, upload_id, offset
+        self.written = 0
+        self._fp = uploads.path(upload_id).open("r+b")
+        try:
+            fcntl.flock(self._fp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._fp.close()
+            raise Busy("another chunk of this upload is being written; retry in a moment") from exc
+        self.upload = uploads.get(upload_id)  # re-read under the lock
+        if offset != self.upload.received:
+            self._fp.close()
+            raise OffsetMismatch(self.upload.received)
+        self._room = self.upload.size - offset
+        self._fp.seek(offset)
+        self._fp.truncate()
+
+    def write(self, data: bytes) -> None:
+        if self.written + len(data) > self._room:
+            self._fp.write(data[: self._room - self.written])
+            self.written = self._room
+            raise InvalidInput("the chunk runs past the declared size of the upload")
+        self._fp.write(data)
+        self.written += len(data)
+
+    def close(self) -> Upload:
+        try:
+            self._fp.flush()
+            os.fsync(self._fp.fileno())
+        finally:
+            self._fp.close()
+        end = self.offset + self.written
+        self.upload = self.uploads._set(
+            self.upload_id, received=end, state=COMPLETE if end == self.upload.size else RECEIVING
+        )
+        return self.upload
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _clean_name(name: object) -> str:
+    text = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if ch.isprintable())[:200].strip()
+    return text or "upload"
+
+
+def _upload(row: Any) -> Upload:
+    return Upload(
+        upload_id=row.upload_id,
+        owner=row.owner,
+        patient=row.patient,
+        name=row.name,
+        size=row.size,
+        received=row.received,
+        state=row.state,
+        result=json.loads(row.result) if row.result else None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+def run_import(
+    archive: Archive, uploads: Uploads, upload_id: str, *, staff: bool, source: str | None
+) -> Upload:
+    """Import a complete upload; a patient's own upload (``staff`` False) only waits for review."""
+    before = uploads.get(upload_id).state
+    upload = uploads.claim(upload_id)
+    try:
+        result = _import(archive, uploads.path(upload_id), upload, staff=staff, source=source)
+    except ImageBridgeError:
+        uploads._set(upload_id, state=before)
+        raise
+    except Exception as exc:
+        uploads._set(upload_id, state=FAILED, result={"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    state = IMPORTED if result["imported"] else REVIEW
+    done = uploads._set(upload_id, state=state, result=result)
+    if state == IMPORTED:
+        uploads.path(upload_id).unlink(missing_ok=True)
+    return done
+
+
+def _import(
+    archive: Archive, path: Path, upload: Upload, *, staff: bool, source: str | None
+) -> dict[str, Any]:
+    skipped: list[tuple[str, str]] = []
+    notes: list[str] = []
+    candidates = list(sources.discover([path], skipped, notes))
+    seen = preview.preview(candidates, preview.Preview(skipped=[]))
+    if not staff:
+        return _result(upload, path, seen, None, skipped + seen.skipped, notes, "waiting for staff review")
+    reconciling = _source_import(archive, source) if source else None
+    summary = importer.Summary(skipped=skipped)
+    for candidate in candidates:
+        importer.import_candidate(archive.ingest, candidate, summary, source=reconciling)
+    default = "filed as received (no source named, so no reconciliation)"
+    return _result(upload, path, seen, summary, summary.skipped, notes, default)
+
+
+def _source_import(archive: Archive, name: str) -> Any:
+    from imagebridge.services.reconcile import SourceImport, Sources, reconciler_for
+
+    reconciler = reconciler_for(archive)
+    return SourceImport(reconciler, Sources(reconciler.records, archive.settings).get(name))
+
+
+def _result(
+    upload: Upload,
+    path: Path,
+    seen: preview.Preview,
+    summary: importer.Summary | None,
+    skipped: list[tuple[str, str]],
+    notes: list[str],
+    default: str,
+) -> dict[str, Any]:
+    def shown(name: str) -> str:
+        return name.replace(str(path), upload.name, 1)
+
+    studies = [
+        {
+            "study_uid": study.study_uid,
+            "patient_id": patient.patient_id,
+            "issuer": patient.issuer,
+            "patient_name": patient.name,
+            "birth_date": patient.birth_date,
+            "date": study.date,
+            "description": study.description,
+            "accession": study.accession,
+            "modalities": sorted(study.modalities),
+            "series": len(study.series),
+            "instances": study.instances,
+            "decision": (summary.decisions.get(study.study_uid) if summary else None) or default,
+        }
+        for patient in seen.patients.values()
+        for study in patient.studies.values()
+    ]
+    return {
+        "imported": summary is not None,
+        "studies": studies,
+        "stored": summary.stored if summary else 0,
+        "already_present": summary.already_present if summary else 0,
+        "waiting_review": summary.waiting_review if summary else seen.instances,
+        "refused": [{"name": shown(n), "reason": r} for n, r in (summary.refused if summary else [])],
+        "skipped": [{"name": shown(n), "reason": r} for n, r in skipped],
+        "skipped_by_reason": dict(Counter(sources.skip_kind(r) for _, r in skipped)),
+        "notes": [shown(n) for n in notes],
+    }
