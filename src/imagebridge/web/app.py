@@ -20,7 +20,7 @@ from imagebridge.oauth import app as oauth
 from imagebridge.portal import app as portal
 from imagebridge.services.archive import Archive
 from imagebridge.services.sharing import Sharing
-from imagebridge.web import api_reconciliation, api_shares
+from imagebridge.web import api_reconciliation, api_shares, api_uploads
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -50,6 +50,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.sharing = Sharing(archive, authorization)
     app.include_router(api_shares.router())
     api_reconciliation.mount(app)
+    api_uploads.mount(app)
     _health_routes(app, archive)
     return app
 
