@@ -172,3 +172,10 @@ def test_parse_expiry() -> None:
     assert parse_expiry("2025-02-01T10:00:00+01:00") == datetime(2025, 2, 1, 9, tzinfo=UTC)
     with pytest.raises(InvalidInput, match="14d"):
         parse_expiry("next tuesday")
+
+
+def test_old_attempts_are_forgotten(served: Served) -> None:
+    created = served.sharing.create(patient=served.people.a, studies=None, created_by="ann")
+    served.sharing.redeem(created.share.share_id, created.code, BIRTH_A, "10.3.3.3")
+    assert served.sharing.purge_attempts(timedelta(days=1)) == 0
+    assert served.sharing.purge_attempts(timedelta(seconds=-1)) == 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 
 from imagebridge.audit import log as audit
 from imagebridge.audit.store import AuditStore
@@ -49,6 +49,8 @@ SHARE_SCOPE = "patient/ImagingStudy.rs"
 DEFAULT_EXPIRY = timedelta(days=30)
 MAX_EXPIRY = timedelta(days=365)
 SESSION_LIFETIME = timedelta(hours=1)
+ATTEMPTS_KEPT = timedelta(days=1)
+PURGE_ONE_IN = 500
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 10
 _CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
@@ -456,7 +458,15 @@ class Sharing:
                 f"too many attempts from {what}; try again in {retry} seconds", max(retry, 1)
             )
 
+    def purge_attempts(self, older_than: timedelta = ATTEMPTS_KEPT) -> int:
+        """Forget redemption attempts older than the rate-limit memory (done now and then by redeem)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(share_attempts).where(share_attempts.c.at < _now() - older_than))
+        return int(done.rowcount or 0)
+
     def _attempt(self, share_id: str, remote: str, *, success: bool) -> None:
+        if secrets.randbelow(PURGE_ONE_IN) == 0:
+            self.purge_attempts()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(share_attempts).values(share_id=share_id, remote=remote, at=_now(), success=success)
