@@ -135,26 +135,31 @@ def _patient_names(archive: Archive) -> dict[str, str]:
 def print_demo(accounts: list[DemoUser], base: str, data_dir: Path) -> None:
     """What to open and how to sign in: printed at start-up, passwords only on the first start."""
     if not accounts:
-        console.print("no demo users: the samples hold no patients with a person's name")
+        say("no demo users: the samples hold no patients with a person's name")
         return
-    where = f"--data-dir {data_dir}"
-    console.print(f"  portal         {base}/portal")
-    console.print(f"  viewer         {base}/viewer")
-    console.print(f"  FHIR           {base}/fhir    SMART: {base}/fhir/.well-known/smart-configuration")
-    console.print(f"  EHR launcher   {base}/oauth/ehr")
+    where = f"--data-dir {data_dir.resolve()}"
+    say(f"  portal         {base}/portal")
+    say(f"  viewer         {base}/viewer")
+    say(f"  FHIR           {base}/fhir    SMART: {base}/fhir/.well-known/smart-configuration")
+    say(f"  EHR launcher   {base}/oauth/ehr")
     if accounts[0].password is None:
         names = ", ".join(a.username for a in accounts)
-        console.print(f"demo users exist ({names}); their passwords were shown on the first start.")
-        console.print(f"  set a new one: [bold]imagebridge user password demo-patient {where}[/]")
+        say(f"demo users exist ({names}); their passwords were shown on the first start.")
+        say(f"  set a new one: [bold]imagebridge user password demo-patient {where}[/]")
     else:
-        console.print("demo users (passwords shown only now; stored as argon2 hashes):")
+        say("demo users (passwords shown only now; stored as argon2 hashes):")
         for account in accounts:
             reach = "; ".join(f"{label} ({pid})" for pid, label in account.patients) or "every patient"
-            console.print(f"  {account.role.value:<10} {account.username:<15} {account.password}   {reach}")
+            say(f"  {account.role.value:<10} {account.username:<15} {account.password}   {reach}")
     patient = accounts[0].patients[0][0] if accounts[0].patients else ""
-    console.print("a bearer token for scripts:")
-    console.print(f"  imagebridge token --scope 'system/ImagingStudy.rs system/Patient.rs' {where}")
-    console.print(
+    say("a bearer token for scripts:")
+    say(f"  imagebridge token --scope 'system/ImagingStudy.rs system/Patient.rs' {where}")
+    say(
         f'  curl -H "Authorization: Bearer $(imagebridge token --scope patient/ImagingStudy.rs '
         f"--patient {patient} {where})\" '{base}/fhir/ImagingStudy?patient={patient}'"
     )
+
+
+def say(text: str) -> None:
+    """One line, never wrapped: commands and passwords must survive copy and paste."""
+    console.print(text, soft_wrap=True)
