@@ -315,3 +315,21 @@ def test_an_instance_arriving_while_its_case_is_decided_waits_and_follows(local:
     reconciler_for(local).decide(case.pk, "accept", "user:admin")
     assert stored(local, late.SOPInstanceUID).PatientID == "L-1"
     assert records.quarantined(case.pk) == []
+
+
+def test_a_study_deleted_since_comes_back_when_imported_again(local: Archive) -> None:
+    from imagebridge.index.lookup import Target
+    from imagebridge.services.delete import delete
+
+    disc = [outside(study=(study := generate_uid()), InstanceNumber=1, **JOHN)]
+    disc.append(outside(study=study, InstanceNumber=2, **JOHN))
+    import_all(local, disc)
+    delete(Target(study, disc[1].SeriesInstanceUID, disc[1].SOPInstanceUID), local.catalog, local.blobs)
+    one_back = import_all(local, disc)
+    assert (one_back.stored, one_back.already_present) == (1, 1)
+    delete(Target(study), local.catalog, local.blobs)
+    assert Records(local.engine).outside(study) is not None
+    all_back = import_all(local, disc)
+    assert (all_back.stored, all_back.already_present) == (2, 0)
+    assert all(stored(local, ds.SOPInstanceUID).PatientID == "L-1" for ds in disc)
+    assert count(local, imported_instances) == 2

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.errors import Conflict, NotFound
@@ -246,12 +246,14 @@ class Records:
             pass  # a concurrent import linked it first
 
     # --- instances -------------------------------------------------------------------------
-    def imported(self, source: str, sop_uid: str) -> bool:
-        query = select(imported_instances.c.pk).where(
+    def imported_state(self, source: str, sop_uid: str) -> str | None:
+        """'stored' or 'quarantined' if this source's instance was received before, else None."""
+        query = select(imported_instances.c.state).where(
             imported_instances.c.source == source, imported_instances.c.original_sop_uid == sop_uid
         )
         with self.engine.connect() as conn:
-            return conn.execute(query).first() is not None
+            state = conn.scalar(query)
+        return None if state is None else str(state)
 
     def add_instance(
         self, source: str, sop_uid: str, study_uid: str, case_pk: int, blob: str, state: str
@@ -320,21 +322,22 @@ class Records:
             ]
 
     def forget_outside(self, study_uid: str) -> list[str]:
-        """Drop the marks of a purged study; returns the original blobs no index row references."""
+        """Drop the marks of a study no longer in the index (purged, deleted); returns the original
+        blobs nothing references any more. Instances waiting in quarantine are kept."""
+        stored = and_(imported_instances.c.study_uid == study_uid, imported_instances.c.state == STORED)
         with self.engine.begin() as conn:
-            blobs = set(
-                conn.scalars(
-                    select(imported_instances.c.original_blob).where(
-                        imported_instances.c.study_uid == study_uid
-                    )
-                ).all()
-            )
-            conn.execute(delete(imported_instances).where(imported_instances.c.study_uid == study_uid))
+            blobs = set(conn.scalars(select(imported_instances.c.original_blob).where(stored)).all())
+            conn.execute(delete(imported_instances).where(stored))
             conn.execute(delete(outside_studies).where(outside_studies.c.study_uid == study_uid))
-            still_used = set(
-                conn.scalars(select(instances.c.blob_key).where(instances.c.blob_key.in_(blobs))).all()
-            )
-        return sorted(blobs - still_used)
+            return sorted(blobs - _referenced(conn, blobs))
+
+    def forget_instance(self, source: str, sop_uid: str) -> list[str]:
+        """Drop the record of one imported instance deleted from the index since; see forget_outside."""
+        where = and_(imported_instances.c.source == source, imported_instances.c.original_sop_uid == sop_uid)
+        with self.engine.begin() as conn:
+            blobs = set(conn.scalars(select(imported_instances.c.original_blob).where(where)).all())
+            conn.execute(delete(imported_instances).where(where))
+            return sorted(blobs - _referenced(conn, blobs))
 
     def stamp_outside(self, study_uid: str, when: datetime) -> None:
         """Set the import time of an outside study (retention tests, migrations from other archives)."""
@@ -395,6 +398,17 @@ class Records:
         with self.engine.connect() as conn:
             text = conn.scalar(query)
         return _first_value(json.loads(text), "00101040") if text else ""
+
+
+def _referenced(conn: Connection, blobs: set[str]) -> set[str]:
+    """Which of ``blobs`` an index row or an imported instance still names."""
+    if not blobs:
+        return set()
+    by_index = conn.scalars(select(instances.c.blob_key).where(instances.c.blob_key.in_(blobs))).all()
+    by_import = conn.scalars(
+        select(imported_instances.c.original_blob).where(imported_instances.c.original_blob.in_(blobs))
+    ).all()
+    return set(by_index) | set(by_import)
 
 
 def _aware(value: datetime) -> datetime:

@@ -136,7 +136,8 @@ class Reconciler:
             spool.flush()
             ds = _read(spool.path.read_bytes())
             sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
-            if self.records.imported(source.name, sop_uid):
+            state = self.records.imported_state(source.name, sop_uid)
+            if state is not None and not self._deleted_since(state, source, sop_uid, study_uid):
                 case = self.records.case_for(source.name, study_uid)
                 if case is not None:
                     return Receipt(Received.ALREADY_IMPORTED, study_uid, case)
@@ -169,6 +170,19 @@ class Reconciler:
         if not marked:
             self.records.mark_outside(study_uid, source.name)
         return Receipt(Received.STORED, study_uid, case)
+
+    def _deleted_since(self, state: str, source: Source, sop_uid: str, study_uid: str) -> bool:
+        """An instance imported before and deleted from the index since (DICOMweb DELETE, say):
+        forget it, so that importing it again brings it back."""
+        if state != STORED or self.catalog.stored_blob(sop_uid) is not None:
+            return False
+        if self.records.study_in_index(study_uid):
+            unused = self.records.forget_instance(source.name, sop_uid)
+        else:
+            unused = self.records.forget_outside(study_uid)
+        for key in unused:
+            self.blobs.delete(key)
+        return True
 
     def _refuse_local_study(self, study_uid: str) -> None:
         """A study that is in the index and not from outside is local: imports never touch it."""
