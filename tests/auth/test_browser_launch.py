@@ -278,3 +278,25 @@ def check_layout(page: Page, viewport: dict[str, int]) -> None:
         "[...document.querySelectorAll('input:not([type=hidden])')].filter(i => !i.labels.length).length"
     )
     assert unlabelled == 0
+
+
+@pytest.mark.parametrize("viewport", [PHONE, {"width": 1280, "height": 800}], ids=["phone", "desktop"])
+def test_ehr_launcher_fits_the_screen(
+    world: World,
+    app: LoopbackApp,
+    browser_page: Page,
+    request: pytest.FixtureRequest,
+    viewport: dict[str, int],
+) -> None:
+    browser_page.set_viewport_size(viewport)
+    browser_page.goto(f"{world.base}/oauth/ehr")
+    check_layout(browser_page, viewport)
+    sign_in(browser_page, "drx")
+    assert browser_page.get_by_role("heading", name="Launch an app").is_visible()
+    check_layout(browser_page, viewport)
+    screenshot(browser_page, request.node.nodeid, "launcher")
+    browser_page.get_by_label("Encounter (optional)").fill("not valid!")
+    browser_page.evaluate("document.querySelector('form').noValidate = true")
+    browser_page.get_by_role("button", name="Launch app").click()
+    assert "An encounter id is" in browser_page.get_by_role("alert").inner_text()
+    check_layout(browser_page, viewport)

@@ -21,6 +21,7 @@ small{color:#555}.hint{margin:.25rem 0;color:#444;font-size:.95rem}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.25rem}
 button{font:inherit;font-weight:600;min-height:2.75rem;padding:.6rem 1.4rem;margin:0;border-radius:.3rem;border:1px solid #0b57d0;cursor:pointer;flex:1 1 8rem}
 .primary{background:#0b57d0;color:#fff}.secondary{background:#fff;color:#0b57d0}
+.link{background:none;border:none;color:#0b57d0;text-decoration:underline;font-weight:400;padding:.6rem 0;margin-top:.75rem}
 .error{color:#a50e0e;background:#fce8e6;padding:.5rem .75rem;border-radius:.3rem}
 :focus-visible{outline:3px solid #f9ab00;outline-offset:2px}
 """
@@ -175,6 +176,6 @@ def ehr_launcher(
     body = (
         f"<h1>Launch an app</h1><p>Signed in as <strong>{escape(user_name)}</strong>.</p>{alert}{choose}"
         '<form method="post" action="ehr/sign-out">'
-        '<div class="actions"><button class="secondary" type="submit">Sign out</button></div></form>'
+        '<button class="link" type="submit">Sign out</button></form>'
     )
     return _page("Launch an app", body)
