@@ -333,3 +333,20 @@ def test_a_study_deleted_since_comes_back_when_imported_again(local: Archive) ->
     assert (all_back.stored, all_back.already_present) == (2, 0)
     assert all(stored(local, ds.SOPInstanceUID).PatientID == "L-1" for ds in disc)
     assert count(local, imported_instances) == 2
+
+
+def test_each_decision_is_audited(local: Archive, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    import_all(local, [outside(PatientName="Smith^John", PatientBirthDate="19801205", PatientSex="M")])
+    [case] = Records(local.engine).cases()
+    with caplog.at_level("INFO", logger="imagebridge.audit"):
+        reconciler_for(local).decide(case.pk, "accept", "user:admin")
+    [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagebridge.audit"]
+    assert (entry["action"], entry["outcome"], entry["user"]) == ("reconcile", "success", "admin")
+    assert (entry["study"], entry["local_patient"], entry["source_patient"]) == (
+        case.study_uid,
+        "HOSP|L-1",
+        f"{SOURCE_ISSUER}|N-778",
+    )
+    assert entry["score"] == 68.8 and entry["reason"] == f"reconciliation case {case.pk}: accept"

@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -33,6 +33,7 @@ from pydicom.errors import InvalidDicomError
 from imagebridge.audit import log as audit
 from imagebridge.config import Settings
 from imagebridge.errors import Conflict, InvalidInput, MissingAttribute, NotDicom, NotFound
+from imagebridge.fhir.index import fhir_id
 from imagebridge.index.catalog import Catalog
 from imagebridge.index.lookup import Target
 from imagebridge.reconcile import coerce, score
@@ -301,15 +302,16 @@ class Reconciler:
         self.records.link((case.source_patient_id, case.source_issuer), target)
         self._release_quarantine(case, target, source)  # instances that arrived while deciding
         audit.record(
-            "reconcile",
-            f"review: {decision}",
-            user=actor,
-            case=case_pk,
+            "success",
+            f"reconciliation case {case_pk}: {decision}",
+            action="reconcile",
+            **_actor(actor),
+            patient=fhir_id(target.patient_id, target.issuer),
             study=case.study_uid,
+            case=case_pk,
             source=case.source,
-            source_patient=case.source_patient_id,
-            patient=target.patient_id,
-            issuer=target.issuer,
+            source_patient=f"{case.source_issuer}|{case.source_patient_id}",
+            local_patient=f"{target.issuer}|{target.patient_id}",
             score=case.score,
         )
         return self.records.case(case_pk)
@@ -361,8 +363,21 @@ class Reconciler:
                 delete(Target(study.study_uid), self.catalog, self.blobs)
             for key in self.records.forget_outside(study.study_uid):
                 self.blobs.delete(key)
-            audit.record("purge", "outside study past retention", study=study.study_uid, source=study.source)
+            audit.record(
+                "success",
+                f"outside study from {study.source} past retention",
+                action="delete",
+                client_id="purge-outside",
+                study=study.study_uid,
+                source=study.source,
+            )
         return due
+
+
+def _actor(actor: str) -> dict[str, Any]:
+    """``user:NAME`` or ``client:ID`` (as the API names staff) into the audit record's columns."""
+    kind, _, name = actor.partition(":")
+    return {"client_id": name} if kind == "client" else {"user": name if kind == "user" else actor}
 
 
 def _read(data: bytes) -> Dataset:
