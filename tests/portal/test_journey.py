@@ -16,7 +16,7 @@ import pydicom
 from playwright.sync_api import Browser, Page, expect
 from pydicom.fileset import FileSet
 
-from imagebridge.audit.store import AuditStore
+from imagebridge.audit.store import AuditRecord, AuditStore
 from imagebridge.index.lookup import Target
 from tests import browser
 from tests.portal.conftest import ANNA, ANNA_FILES, Site
@@ -84,8 +84,15 @@ def test_patient_shares_a_study_and_revokes_it(
                 outside.goto(f"{site.url}/viewer/viewer?StudyInstanceUIDs={ct}")
                 assert drawn(wait_for_image(outside)), "the share's viewer stayed blank"
             browser.screenshot(outside, test_id, "recipient-viewer")
-            listed = outside.locator("text=Sample SC_rgb")
-            assert listed.count() == 0, "the recipient's viewer lists a study that was not shared"
+            with outside.expect_response(lambda r: "/dicomweb/studies?00100020=" in r.url) as qido:
+                outside.reload()
+            assert [s["0020000D"]["Value"][0] for s in qido.value.json()] == [ct], (
+                "QIDO answered unshared studies"
+            )
+            outside.get_by_text("e+1").first.wait_for()
+            assert outside.get_by_text("Sample SC_rgb").count() == 0, (
+                "the viewer lists a study that was not shared"
+            )
             with times.step("recipient downloads the zip"):
                 outside.goto(f"{site.url}/s/{share_id}/studies")
                 with outside.expect_download() as info:
@@ -107,9 +114,14 @@ def test_patient_shares_a_study_and_revokes_it(
             browser.save_failure_screenshots(other, f"{test_id}-recipient")
             raise
 
-    actions = logged_actions(site)
+    events = logged_events(site)
+    actions = {e.action for e in events}
     for wanted in ("share-create", "share-redeem", "download", "share-revoke"):
         assert wanted in actions, f"no {wanted} AuditEvent; saw {sorted(actions)}"
+    viewed = {(e.user, e.share_id) for e in events if ct in e.studies and e.outcome in ("allow", "success")}
+    assert ("anna", None) in viewed, "the patient's viewing left no AuditEvent"
+    assert any(share == share_id for _user, share in viewed), "the recipient's viewing left no AuditEvent"
+    print(f"\nAuditEvents by action: { {a: sum(e.action == a for e in events) for a in sorted(actions)} }")
     print("\n" + times.report("Patient and recipient journey"))
 
 
@@ -142,10 +154,10 @@ class _extracted:
         self._tmp.cleanup()
 
 
-def logged_actions(site: Site) -> set[str]:
+def logged_events(site: Site) -> list[AuditRecord]:
     store = AuditStore.of(site.archive.engine)
     store.flush()
-    return {event.action for event in store.search(limit=1000)}
+    return store.search(limit=5000)
 
 
 def test_guessing_the_code_locks_the_share(browser_page: Page, shared_site: Site) -> None:
