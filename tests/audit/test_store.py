@@ -124,3 +124,22 @@ def test_recording_is_cheap(archive: Archive) -> None:
     print(f"audit.record: {per_call * 1e6:.0f} µs per call")
     assert per_call < 0.002
     store.close()
+
+
+def test_the_writer_stops_when_idle_and_comes_back(archive: Archive) -> None:
+    store = AuditStore(archive.engine)
+    store.idle_seconds = 0.05
+    audit.record("allow", "one", store=store, patient="u", client_id="a")
+    store.flush()
+    deadline = time.monotonic() + 5
+    while store._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store._thread is None
+    audit.record("deny", "two", store=store, patient="u", client_id="b")
+    store.flush()
+    assert rows(archive, patient="u") == 2
+    store.close()
+
+
+def test_one_store_per_engine(archive: Archive) -> None:
+    assert AuditStore.of(archive.engine) is AuditStore.of(archive.engine)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from imagebridge.audit.store import AuditStore
 
 log = logging.getLogger("imagebridge.audit")
-_attached: list[AuditStore] = []
+_attached: weakref.WeakSet[AuditStore] = weakref.WeakSet()
 _attached_lock = threading.Lock()
 
 
@@ -48,16 +49,15 @@ def record(outcome: str, reason: str, *, store: AuditStore | None = None, **fiel
 
 
 def attach(store: AuditStore) -> None:
-    """Make ``store`` receive records made outside any request (DIMSE handlers, CLI commands)."""
+    """Make ``store`` receive records made outside any request (DIMSE handlers, CLI commands);
+    held weakly, so a store nobody else uses any more stops receiving them."""
     with _attached_lock:
-        if store not in _attached:
-            _attached.append(store)
+        _attached.add(store)
 
 
 def detach(store: AuditStore) -> None:
     with _attached_lock:
-        if store in _attached:
-            _attached.remove(store)
+        _attached.discard(store)
 
 
 def _sinks(store: AuditStore | None, here: context.RequestContext | None) -> list[AuditStore]:

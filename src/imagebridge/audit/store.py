@@ -37,6 +37,7 @@ QUEUE_SIZE = 20000
 BATCH = 500
 INTERVAL = 0.25
 COALESCE_SECONDS = 5.0
+IDLE_SECONDS = 10.0
 
 _COLUMNS = {
     "client_id": "client_id",
@@ -92,8 +93,16 @@ class _Flush:
 
 
 _STOP = object()
-_stores: weakref.WeakKeyDictionary[Engine, AuditStore] = weakref.WeakKeyDictionary()
+_stores: weakref.WeakValueDictionary[int, AuditStore] = weakref.WeakValueDictionary()
+"""The store of each engine (by ``id``: a live store keeps its engine alive, so the id is not reused)."""
 _stores_lock = threading.Lock()
+_live: weakref.WeakSet[AuditStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_live):
+        store.close()
 
 
 class AuditStore:
@@ -118,17 +127,19 @@ class AuditStore:
         self._recent: dict[tuple[Any, ...], tuple[str, float]] = {}
         self._closed = False
         self._write_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
+        self._thread_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.idle_seconds = IDLE_SECONDS
+        _live.add(self)
 
     @classmethod
     def of(cls, engine: Engine) -> AuditStore:
         """The one store of ``engine`` in this process (created on first use)."""
         with _stores_lock:
-            store = _stores.get(engine)
-            if store is None or store._closed:
-                store = _stores[engine] = cls(engine)
+            store = _stores.get(id(engine))
+            if store is None or store._closed or store.engine is not engine:
+                store = cls(engine)
+                _stores[id(engine)] = store
             return store
 
     # --- writing --------------------------------------------------------------------------
@@ -141,6 +152,7 @@ class AuditStore:
             return
         try:
             self._queue.put_nowait(row)
+            self._ensure_writer()
             return
         except queue.Full:
             pass
@@ -155,10 +167,11 @@ class AuditStore:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Return once every record queued before the call is in the database."""
-        if self._closed or not self._thread.is_alive():
+        if self._closed or (self._thread is None and self._queue.empty()):
             return
         marker = _Flush()
         self._queue.put(marker)
+        self._ensure_writer()
         if not marker.done.wait(timeout):
             raise TimeoutError("the audit writer did not flush in time")
 
@@ -166,14 +179,50 @@ class AuditStore:
         if self._closed:
             return
         self._closed = True
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-        atexit.unregister(self.close)
+        self._queue.put(_STOP)
+        self._ensure_writer()
+        with self._thread_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+        rows, markers = self._leftovers()
+        self._safe_write(rows)
+        for marker in markers:
+            marker.done.set()
+
+    def _leftovers(self) -> tuple[list[dict[str, Any]], list[_Flush]]:
+        """Whatever raced into the queue behind the stop (written by ``close`` itself)."""
+        rows: list[dict[str, Any]] = []
+        markers: list[_Flush] = []
+        while True:
+            try:
+                self._collect(self._queue.get_nowait(), rows, markers)
+            except queue.Empty:
+                return rows, markers
+
+    def _ensure_writer(self) -> None:
+        """Start the writer thread if none runs (it ends by itself after ``idle_seconds`` of quiet)."""
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+
+    def _next(self) -> Any:
+        """The next queued item, or None when the writer has been idle long enough to stop."""
+        while True:
+            try:
+                return self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._thread_lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return None
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
+            if item is None:
+                return
             rows: list[dict[str, Any]] = []
             markers: list[_Flush] = []
             stop = self._collect(item, rows, markers)
