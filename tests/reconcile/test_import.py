@@ -350,3 +350,25 @@ def test_each_decision_is_audited(local: Archive, caplog: pytest.LogCaptureFixtu
         f"{SOURCE_ISSUER}|N-778",
     )
     assert entry["score"] == 68.8 and entry["reason"] == f"reconciliation case {case.pk}: accept"
+
+
+def test_bad_files_from_a_source_are_skipped_or_refused_with_a_reason(local: Archive) -> None:
+    from io import BytesIO
+
+    from imagebridge.services import importer
+    from imagebridge.services.reconcile import SourceImport, Sources
+    from tests.reconcile.helpers import SOURCE, candidate
+
+    reconciler = reconciler_for(local)
+    source = SourceImport(reconciler, Sources(reconciler.records, local.settings).get(SOURCE))
+    summary = importer.Summary()
+    truncated = importer.Candidate("disc/BROKEN", 200, lambda: BytesIO(b"\0" * 128 + b"DICM" + b"\x02\x00"))
+    importer.import_candidate(local.ingest, truncated, summary, source=source)
+    importer.import_candidate(
+        local.ingest, candidate(outside(PatientID=None, **JOHN), "disc/NOID"), summary, source=source
+    )
+    assert summary.stored == 0 and [name for name, _ in summary.skipped] == ["disc/BROKEN"]
+    assert summary.refused == [
+        ("disc/NOID", "the instance has no Patient ID (0010,0020); it cannot be reconciled")
+    ]
+    assert count(local, imported_instances) == 0

@@ -24,7 +24,8 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -135,7 +136,7 @@ class Reconciler:
         """Reconcile and store one spooled instance; the spool is consumed whatever happens."""
         try:
             spool.flush()
-            ds = _read(spool.path.read_bytes())
+            ds = _read(spool.path)
             sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
             state = self.records.imported_state(source.name, sop_uid)
             if state is not None and not self._deleted_since(state, source, sop_uid, study_uid):
@@ -347,7 +348,7 @@ class Reconciler:
         for pk, sop_uid, blob in self.records.quarantined(case.pk):
             if self.catalog.stored_blob(sop_uid) is None:
                 with self.blobs.open(blob) as fh:
-                    ds = _read(fh.read())
+                    ds = _read(fh)
                 self._store(ds, target, source, case)
             self.records.mark_stored(pk)
         self.records.mark_outside(case.study_uid, case.source)
@@ -380,11 +381,15 @@ def _actor(actor: str) -> dict[str, Any]:
     return {"client_id": name} if kind == "client" else {"user": name if kind == "user" else actor}
 
 
-def _read(data: bytes) -> Dataset:
+def _read(source: Path | BinaryIO) -> Dataset:
+    """The whole dataset (pixel data too: the coerced copy is written from it)."""
     try:
-        return dcmread(io.BytesIO(data))
+        ds = dcmread(source)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise NotDicom(f"not a readable DICOM file: {exc}") from exc
+    if not ds.file_meta.get("TransferSyntaxUID"):
+        raise NotDicom("the File Meta Information has no Transfer Syntax UID (0002,0010)")
+    return ds
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
