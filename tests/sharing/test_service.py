@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import update
 
 from imagebridge.auth.errors import InvalidToken
+from imagebridge.auth.policy import Principal
+from imagebridge.auth.scopes import parse
 from imagebridge.errors import InvalidInput, NotFound
 from imagebridge.index.schema import shares
 from imagebridge.services.sharing import (
@@ -20,6 +22,7 @@ from imagebridge.services.sharing import (
     Sharing,
     TooManyAttempts,
     parse_expiry,
+    with_share_tokens,
 )
 from tests.sharing.conftest import Served
 from tests.sharing.helpers import BIRTH_A
@@ -179,3 +182,33 @@ def test_old_attempts_are_forgotten(served: Served) -> None:
     served.sharing.redeem(created.share.share_id, created.code, BIRTH_A, "10.3.3.3")
     assert served.sharing.purge_attempts(timedelta(days=1)) == 0
     assert served.sharing.purge_attempts(timedelta(seconds=-1)) == 1
+
+
+class _Ehr:
+    """Stands in for the EHR's introspection: knows one token of its own, refuses everything else."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def principal(self, token: str) -> Principal:
+        self.asked.append(token)
+        if token == "ehr-token":
+            return Principal(client_id="ehr-app", scopes=parse("patient/ImagingStudy.rs"), patient="p-ehr")
+        raise InvalidToken("unknown to the EHR")
+
+
+def test_share_tokens_resolve_locally_when_the_ehr_is_the_authority(served: Served) -> None:
+    ehr = _Ehr()
+    authority = with_share_tokens(ehr, served.authz)
+    assert with_share_tokens(served.authz, served.authz) is served.authz
+    created = served.sharing.create(patient=served.people.a, studies=[served.people.sa1], created_by="ann")
+    session = served.sharing.redeem(created.share.share_id, created.code, BIRTH_A, None)
+    assert authority.principal(session.access_token).studies == (served.people.sa1,)
+    assert authority.principal("ehr-token").client_id == "ehr-app"
+    assert authority.principal("ehr-token").patient == "p-ehr"
+    assert ehr.asked == ["ehr-token", "ehr-token"]
+    with pytest.raises(InvalidToken):
+        authority.principal("garbage")
+    served.sharing.revoke(created.share.share_id, by="ann")
+    with pytest.raises(InvalidToken):
+        authority.principal(session.access_token)

@@ -26,6 +26,7 @@ import enum
 import json
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,8 +37,10 @@ from sqlalchemy import case, delete, func, insert, select, update
 
 from imagebridge.audit import log as audit
 from imagebridge.audit.store import AuditStore
+from imagebridge.auth.authority import TokenAuthority
+from imagebridge.auth.policy import Principal
 from imagebridge.auth.server import AuthorizationServer
-from imagebridge.auth.tokens import Grant, aware
+from imagebridge.auth.tokens import Grant, aware, digest
 from imagebridge.errors import ImageBridgeError, InvalidInput, NotFound
 from imagebridge.fhir.index import FhirIndex, StudyRow
 from imagebridge.index.schema import fhir_patient_ids, share_attempts, share_sessions, shares, studies
@@ -530,6 +533,39 @@ def parse_expiry(text: str, now: datetime | None = None) -> datetime:
         raise InvalidInput(
             f"expiry '{text}' is not understood; write e.g. 14d, 12h, 2w, 2025-01-31 or 2025-01-31T18:00:00Z"
         ) from exc
+
+
+class ShareTokenAuthority:
+    """A token authority that also knows share tokens (integrated mode: the EHR is the authority,
+    but a share's session token is issued here, by the local server, and must resolve here).
+
+    Share tokens are looked up locally; every other token goes to ``inner``. A token found not to
+    be local is remembered (bounded), so each outside token costs at most one local lookup."""
+
+    def __init__(self, inner: TokenAuthority, local: AuthorizationServer, remember: int = 10000) -> None:
+        self.inner, self.local, self.remember = inner, local, remember
+        self._foreign: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def principal(self, token: str) -> Principal:
+        key = digest(token)
+        with self._lock:
+            foreign = key in self._foreign
+        if not foreign:
+            record = self.local.tokens.find(token)
+            if record is not None and record.grant.client_id == SHARE_CLIENT:
+                return self.local.principal(token)
+            if record is None:
+                with self._lock:
+                    if len(self._foreign) >= self.remember:
+                        self._foreign.pop(next(iter(self._foreign)))
+                    self._foreign[key] = None
+        return self.inner.principal(token)
+
+
+def with_share_tokens(authority: TokenAuthority, local: AuthorizationServer) -> TokenAuthority:
+    """``authority`` itself when it is the local server, else one that also resolves share tokens."""
+    return authority if authority is local else ShareTokenAuthority(authority, local)
 
 
 def _now() -> datetime:

@@ -19,7 +19,7 @@ from imagebridge.fhir import app as fhir
 from imagebridge.oauth import app as oauth
 from imagebridge.portal import app as portal
 from imagebridge.services.archive import Archive
-from imagebridge.services.sharing import Sharing
+from imagebridge.services.sharing import Sharing, with_share_tokens
 from imagebridge.web import api_reconciliation, api_shares, api_uploads
 
 
@@ -45,6 +45,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(build_router())
     authorization = oauth.mount(app, archive)
     app.state.authority = _authority(app, archive, authorization)
+    app.state.authority = with_share_tokens(app.state.authority, authorization)
     fhir.mount(app, archive, authorization)
     portal.mount(app)
     app.state.sharing = Sharing(archive, authorization)
