@@ -82,6 +82,8 @@ def load(archive: Archive) -> Site:
     site.sr_study = _store(archive, "test-SR.dcm", ANNA, study=site.anna_studies["CT_small.dcm"])
     users = Users(archive.engine)
     users.add("anna", PASSWORD, Role.PATIENT, display_name="Anna Example", patients=(site.anna_patient,))
+    bob = fhir_id(BOB["PatientID"], "")
+    users.add("carer", PASSWORD, Role.PROXY, display_name="Chris Carer", patients=(site.anna_patient, bob))
     users.add("dr.grey", PASSWORD, Role.CLINICIAN, display_name="Dr Meredith Grey")
     users.add("admin", PASSWORD, Role.ADMIN, display_name="Site Administrator")
     return site

@@ -9,6 +9,7 @@ import zipfile
 import httpx
 import pytest
 
+from imagebridge.fhir.index import fhir_id
 from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
 
 
@@ -134,3 +135,22 @@ def test_patient_reads_who_accessed_her_images(site: Site) -> None:
     log = anna.get("/portal/access-log")
     assert log.status_code == 200
     assert 'data-action="download"' in log.text and "downloaded" in log.text
+
+
+def test_proxy_chooses_among_her_patients(site: Site) -> None:
+    carer = signed_in(site, "carer")
+    everyone = carer.get("/portal").text
+    assert "Whose images?" in everyone and everyone.count('class="card study"') == len(ANNA_FILES) + 1
+    bob = fhir_id("PAT-BOB", "")
+    only_bob = carer.get(f"/portal?patient={bob}").text
+    assert only_bob.count('class="card study"') == 1 and site.bob_studies["US1_J2KR.dcm"] in only_bob
+
+
+def test_quick_look_spreads_through_a_multi_frame_study(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    study = site.anna_studies["examples_ybr_color.dcm"]
+    page = anna.get(f"/portal/studies/{study}").text
+    sources = re.findall(r'<img src="([^"]+/frames/\d+/rendered)"', page)
+    assert len(sources) == 6 and "frame 1 of 30" in page
+    image = anna.get(sources[-1])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"

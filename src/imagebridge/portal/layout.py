@@ -92,9 +92,9 @@ def nav_for(role: str | None, *, current: str = "") -> list[Link]:
     if role in ("patient", "proxy"):
         links += [Link("/portal/shares", "Shares"), Link("/portal/access-log", "Who saw my images")]
     if role in ("clinician", "admin"):
-        links += [Link("/portal/imports", "Import"), Link("/portal/review", "Review queue")]
+        links.append(Link("/portal/imports", "Import"))
     if role == "admin":
-        links.append(Link("/portal/admin", "Administration"))
+        links += [Link("/portal/review", "Review queue"), Link("/portal/admin", "Administration")]
     return links
 
 

@@ -25,6 +25,10 @@ def date(value: str) -> str:
     return value or "date unknown"
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def sign_in(csrf: str, error: str | None = None, username: str = "") -> str:
     body = (
         "<h1>Sign in to see your images</h1>"
@@ -63,7 +67,8 @@ def study_card(row: StudyRow, *, base: str, actions: str, report: Report | None,
         f'<li class="card study" data-study="{uid}">'
         f"<h2>{what}</h2>{who}"
         f'<img src="{esc(thumb)}" alt="Preview of {what}" loading="lazy" width="256" height="256">'
-        f"<p>{esc(date(row.date))} · {modality} · {row.num_series} series, {row.num_instances} images</p>"
+        f"<p>{esc(date(row.date))} · {modality} · {row.num_series} series, "
+        f"{plural(row.num_instances, 'image')}</p>"
         f"{report_html}"
         f'<div class="actions">{actions}</div></li>'
     )

@@ -176,18 +176,8 @@ async def quick_look_page(
             status=404,
         )
     base = "/portal/images" if back == "/portal" else f"{back}/images"
-    frames = []
-    for series in row.series:
-        for instance in series.instances:
-            if (
-                instance.sop_class.startswith(studies.SR_PREFIX)
-                or instance.sop_class == studies.ENCAPSULATED_PDF
-            ):
-                continue
-            src = f"{base}/studies/{row.uid}/series/{series.uid}/instances/{instance.uid}/rendered"
-            label = f"Series {series.number or ''} {series.description} — image {instance.number or ''}"
-            frames.append((src, " ".join(label.split())))
-    body = pages.quick_look(row, frames[:60], back=back)
+    frames = await run_in_threadpool(studies.quick_look_frames, _archive(request), row, base)
+    body = pages.quick_look(row, frames, back=back)
     return layout.response(row.description or "Study", body, **options)
 
 

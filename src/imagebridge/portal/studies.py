@@ -23,7 +23,6 @@ from imagebridge.services.archive import Archive
 
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 """Structured Report storage SOP classes (PS3.4 Annex B.5: Basic/Enhanced/Comprehensive SR, ...)."""
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 @dataclass(frozen=True)
@@ -133,10 +132,27 @@ def _value(item: Dataset) -> str:
     return ""
 
 
-def representative(row: StudyRow) -> tuple[str, str, int] | None:
-    """(series, instance, frame count hint) of the first image instance, for a quick look."""
+QUICK_LOOK_IMAGES = 60
+FRAMES_PER_INSTANCE = 6
+
+
+def quick_look_frames(archive: Archive, row: StudyRow, base: str) -> list[tuple[str, str]]:
+    """(rendered-frame URL, caption) for a quick look: every image instance, and up to
+    :data:`FRAMES_PER_INSTANCE` frames spread through a multi-frame one (a cine loop, a volume)."""
+    stored = {i.sop_uid: i for i in archive.lookup.instances(StoredTarget(row.uid))}
+    frames: list[tuple[str, str]] = []
     for series in row.series:
         for instance in series.instances:
-            if not instance.sop_class.startswith(SR_PREFIX) and instance.sop_class != ENCAPSULATED_PDF:
-                return series.uid, instance.uid, 1
-    return None
+            found = stored.get(instance.uid)
+            if found is None or found.number_of_frames is None:
+                continue
+            path = f"{base}/studies/{row.uid}/series/{series.uid}/instances/{instance.uid}"
+            label = " ".join(f"Series {series.number or ''} {series.description}".split())
+            count = found.number_of_frames
+            if count <= 1:
+                frames.append((f"{path}/rendered", f"{label}, image {instance.number or 1}"))
+                continue
+            step = max(count // FRAMES_PER_INSTANCE, 1)
+            for number in range(1, count + 1, step)[:FRAMES_PER_INSTANCE]:
+                frames.append((f"{path}/frames/{number}/rendered", f"{label}, frame {number} of {count}"))
+    return frames[:QUICK_LOOK_IMAGES]
