@@ -15,6 +15,7 @@ from imagebridge.cli import access, auth, common, dicom, media, peer, reconcile,
 from imagebridge.cli.common import ConfigFile, DatabaseUrl, DataDir, console
 from imagebridge.config import Settings
 from imagebridge.errors import ImageBridgeError
+from imagebridge.media import batch
 from imagebridge.services import importer
 from imagebridge.services.archive import Archive, open_archive
 
@@ -161,7 +162,9 @@ def import_(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored instance.")] = False,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="List the patients and studies that would be imported; write nothing."),
+        typer.Option(
+            "--dry-run", help="List the patients and studies that would be imported; write nothing."
+        ),
     ] = False,
     source: Annotated[
         str | None,
@@ -191,9 +194,9 @@ def import_(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("importing", total=len(candidates))
-        for candidate in candidates:
-            importer.import_candidate(archive.ingest, candidate, summary, source=reconciling)
-            progress.advance(task)
+        batch.import_all(
+            archive.ingest, candidates, summary, source=reconciling, advance=lambda: progress.advance(task)
+        )
     archive.close()
     _print_summary(summary, time.monotonic() - started, show_skipped)
     media.print_skipped_by_reason(summary.skipped, notes)
