@@ -10,6 +10,7 @@ read as streams, and only the ingest path writes (content-addressed, inside the 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import stat
@@ -140,30 +141,74 @@ def is_iso(path: Path) -> bool:
 
 
 def iso_members(path: Path, skipped: Skipped) -> Iterator[Member]:
-    """Files of an ISO 9660 image, read in place (no mount) through their ISO 9660 names,
-    which are the names a DICOMDIR refers to (PS3.12 Annex F)."""
+    """Files of an ISO 9660 image, read in place (no mount) through their ISO 9660 names, which
+    are the names a DICOMDIR refers to (PS3.12 Annex F). pycdlib reads the directory tree; each
+    file is then read straight from its extent with a file handle of its own, so members can be
+    read by several threads at once."""
     image = pycdlib.PyCdlib()
     try:
         image.open(str(path))
         walked = list(image.walk(iso_path="/"))
+        found: list[tuple[str, int, int]] = []
+        for directory, _subdirs, files in walked:
+            for file_name in sorted(files):
+                iso_path = f"{directory.rstrip('/')}/{file_name}"
+                record = image.get_record(iso_path=iso_path)
+                start = record.extent_location() * image.logical_block_size
+                found.append((iso_path, start, record.get_data_length()))
     except (PyCdlibException, OSError, ValueError, IndexError, KeyError) as exc:
         skipped.append((str(path), f"damaged ISO image: {exc}"))
         return
-    for directory, _subdirs, files in walked:
-        for file_name in sorted(files):
-            iso_path = f"{directory.rstrip('/')}/{file_name}"
-            name = "/".join(_plain(part) for part in iso_path.lstrip("/").split("/"))
-            reason = unsafe_name(name)
-            if reason is not None:
-                skipped.append((f"{path}!{name}", reason))
-                continue
-            try:
-                size = image.get_record(iso_path=iso_path).get_data_length()
-            except PyCdlibException as exc:
-                skipped.append((f"{path}!{name}", f"unreadable: {exc}"))
-                continue
-            yield Member(name, size, functools.partial(_open_iso_file, image, iso_path))
+    finally:
+        image.close()
+    image_size = path.stat().st_size
+    for iso_path, start, size in found:
+        name = "/".join(_plain(part) for part in iso_path.lstrip("/").split("/"))
+        reason = unsafe_name(name)
+        if reason is None and start + size > image_size:
+            reason = "unreadable: the file runs past the end of the ISO image (truncated image?)"
+        if reason is not None:
+            skipped.append((f"{path}!{name}", reason))
+            continue
+        yield Member(name, size, functools.partial(_open_slice, path, start, size))
 
 
-def _open_iso_file(image: pycdlib.PyCdlib, iso_path: str) -> BinaryIO:
-    return image.open_file_from_iso(iso_path=iso_path)  # type: ignore[return-value]  # an io.RawIOBase
+def _open_slice(path: Path, start: int, size: int) -> BinaryIO:
+    return io.BufferedReader(_Slice(path, start, size), buffer_size=1024 * 1024)
+
+
+class _Slice(io.RawIOBase):
+    """Bytes ``[start, start + size)`` of a file, as a file of their own."""
+
+    def __init__(self, path: Path, start: int, size: int) -> None:
+        self._fp = path.open("rb")
+        self._start, self._size, self._pos = start, size, 0
+        self.name = f"{path}@{start}"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        self._fp.seek(self._start + self._pos)
+        data = self._fp.read(want)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._fp.close()
+        super().close()

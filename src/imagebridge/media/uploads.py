@@ -31,7 +31,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from imagebridge.errors import Conflict, ImageBridgeError, InvalidInput, NotFound
 from imagebridge.index.schema import media_uploads
-from imagebridge.media import preview, sources
+from imagebridge.media import batch, preview, sources
 from imagebridge.services import importer
 from imagebridge.services.archive import Archive
 
@@ -299,8 +299,7 @@ def _import(
         return _result(upload, path, seen, None, skipped + seen.skipped, notes, "waiting for staff review")
     reconciling = _source_import(archive, source) if source else None
     summary = importer.Summary(skipped=skipped)
-    for candidate in candidates:
-        importer.import_candidate(archive.ingest, candidate, summary, source=reconciling)
+    batch.import_all(archive.ingest, candidates, summary, source=reconciling)
     default = "filed as received (no source named, so no reconciliation)"
     return _result(upload, path, seen, summary, summary.skipped, notes, default)
 
