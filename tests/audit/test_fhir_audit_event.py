@@ -122,6 +122,10 @@ def test_access_follows_the_policy(served: Served) -> None:
         e["what"].get("reference") for x in everything["entry"] for e in x["resource"].get("entity", [])
     }
     assert f"Patient/{p.a}" in patients and f"Patient/{p.b}" in patients
+    resources = [x["resource"] for x in everything["entry"]]
+    assert {r["outcome"] for r in resources} >= {"0", "4"}
+    assert not [problem for problem in map(schema_errors, resources) if problem]
+    assert medplum_errors(resources) == [[] for _ in resources]
     assert httpx.get(f"{search}/not-an-event", headers=admin).status_code == 404
 
 

@@ -65,6 +65,7 @@ _BY_ACTION = {
     "send": ("110106", "R"),
     "import": ("110107", "C"),
     "delete": ("110105", "D"),
+    "reconcile": ("110110", "U"),
     "share-create": ("110110", "C"),
     "share-revoke": ("110110", "D"),
     "share-unlock": ("110110", "U"),
