@@ -40,7 +40,7 @@ def create_app(archive: Archive) -> FastAPI:
             allow_origins=archive.settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Accept", "Content-Type", "If-None-Match", "Range"],
-            expose_headers=["ETag", "Warning", "Content-Location", "Content-Range"],
+            expose_headers=["ETag", "Warning", "Content-Location", "Content-Range", "WWW-Authenticate"],
         )
     app.include_router(build_router())
     authorization = oauth.mount(app, archive)
