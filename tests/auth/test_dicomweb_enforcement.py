@@ -106,6 +106,7 @@ def test_cors_preflight_needs_no_token_and_allows_the_authorization_header(tmp_p
         refused = httpx.get(f"{running.url}/dicomweb/studies", headers={"Origin": "https://viewer.example"})
         assert refused.status_code == 401
         assert refused.headers["access-control-allow-origin"] == "https://viewer.example"
+        assert "www-authenticate" in refused.headers["access-control-expose-headers"].lower()
     finally:
         running.stop()
         archive.close()
