@@ -22,13 +22,11 @@ Every step is audited (``share-create``, ``share-redeem``, ``share-redeem-failed
 from __future__ import annotations
 
 import builtins
-import enum
 import json
-import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -41,154 +39,62 @@ from imagebridge.auth.authority import TokenAuthority
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.server import AuthorizationServer
 from imagebridge.auth.tokens import Grant, aware, digest
-from imagebridge.errors import ImageBridgeError, InvalidInput, NotFound
+from imagebridge.errors import InvalidInput, NotFound
 from imagebridge.fhir.index import FhirIndex, StudyRow
 from imagebridge.index.schema import fhir_patient_ids, share_attempts, share_sessions, shares, studies
 from imagebridge.services.archive import Archive
+from imagebridge.services.share_model import (
+    CODE_LENGTH,
+    CROCKFORD,
+    DEFAULT_EXPIRY,
+    MAX_EXPIRY,
+    CreatedShare,
+    RedemptionLimits,
+    RedemptionRefused,
+    Share,
+    ShareLocked,
+    ShareSession,
+    ShareState,
+    ShareUnavailable,
+    SharingError,
+    TooManyAttempts,
+    expiry,
+    new_code,
+    normalise,
+    parse_expiry,
+    utcnow,
+)
+from imagebridge.services.share_model import birth_date as parse_birth_date
+
+__all__ = [
+    "CODE_LENGTH",
+    "CROCKFORD",
+    "DEFAULT_EXPIRY",
+    "MAX_EXPIRY",
+    "SHARE_CLIENT",
+    "CreatedShare",
+    "RedemptionLimits",
+    "RedemptionRefused",
+    "Share",
+    "ShareLocked",
+    "ShareSession",
+    "ShareState",
+    "ShareTokenAuthority",
+    "ShareUnavailable",
+    "Sharing",
+    "SharingError",
+    "TooManyAttempts",
+    "parse_expiry",
+    "with_share_tokens",
+]
 
 SHARE_CLIENT = "imagebridge-share"
 """The ``client_id`` of every share token (not a registered client: the grant carries its policy)."""
 SHARE_SCOPE = "patient/ImagingStudy.rs"
-DEFAULT_EXPIRY = timedelta(days=30)
-MAX_EXPIRY = timedelta(days=365)
 SESSION_LIFETIME = timedelta(hours=1)
 ATTEMPTS_KEPT = timedelta(days=1)
 PURGE_ONE_IN = 500
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_LENGTH = 10
-_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-
-
-class ShareState(enum.StrEnum):
-    ACTIVE = "active"
-    LOCKED = "locked"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class Share:
-    """A share as stored (never its code)."""
-
-    share_id: str
-    patient: str
-    """The FHIR Patient id (``fhir_patient_ids.fhir_id``) whose studies are shared."""
-    studies: tuple[str, ...]
-    created_by: str
-    recipient: str | None
-    allow_download: bool
-    created_at: datetime
-    expires_at: datetime
-    failed_attempts: int = 0
-    locked_at: datetime | None = None
-    revoked_at: datetime | None = None
-    revoked_by: str | None = None
-
-    @property
-    def link(self) -> str:
-        """The path of the recipient's page (prefix it with the server's public base URL)."""
-        return f"/s/{self.share_id}"
-
-    def state(self, now: datetime | None = None) -> ShareState:
-        if self.revoked_at is not None:
-            return ShareState.REVOKED
-        if (now or datetime.now(UTC)) >= self.expires_at:
-            return ShareState.EXPIRED
-        if self.locked_at is not None:
-            return ShareState.LOCKED
-        return ShareState.ACTIVE
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.share_id,
-            "link": self.link,
-            "patient": self.patient,
-            "studies": list(self.studies),
-            "recipient": self.recipient,
-            "allow_download": self.allow_download,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "state": self.state().value,
-            "failed_attempts": self.failed_attempts,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
-        }
-
-
-@dataclass(frozen=True)
-class CreatedShare:
-    """A new share with its access code: the only time the code is known in clear."""
-
-    share: Share
-    code: str
-
-    @property
-    def link(self) -> str:
-        return self.share.link
-
-
-@dataclass(frozen=True)
-class ShareSession:
-    """What a successful redemption gives the recipient: a bearer token for the shared studies."""
-
-    access_token: str
-    expires_at: datetime
-    share: Share
-
-
-@dataclass(frozen=True)
-class RedemptionLimits:
-    max_failures: int = 5
-    """Wrong code or birth date this many times in a row locks the share."""
-    window: timedelta = timedelta(minutes=15)
-    per_share: int = 20
-    """Attempts on one share within ``window`` (any remote)."""
-    per_remote: int = 30
-    """Attempts from one address within ``window`` (any share, unknown ids included)."""
-
-
-class SharingError(ImageBridgeError):
-    """Base of the sharing errors; ``status`` is the HTTP status the API answers with."""
-
-    status = 400
-    code = "invalid_request"
-
-
-class RedemptionRefused(SharingError):
-    """The code or the date of birth is wrong (the answer does not say which)."""
-
-    status = 401
-    code = "wrong_code_or_birth_date"
-
-    def __init__(self, reason: str, attempts_left: int) -> None:
-        super().__init__(reason)
-        self.attempts_left = attempts_left
-
-
-class ShareUnavailable(SharingError):
-    """The share was revoked or has expired."""
-
-    status = 403
-    code = "share_ended"
-
-    def __init__(self, reason: str, state: ShareState) -> None:
-        super().__init__(reason)
-        self.state = state
-
-
-class ShareLocked(SharingError):
-    status = 423
-    code = "share_locked"
-
-
-class TooManyAttempts(SharingError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, reason: str, retry_after: int) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -218,11 +124,11 @@ class Sharing:
         allow_download: bool = True,
     ) -> CreatedShare:
         """Share ``studies`` of ``patient`` (None: all her studies now). InvalidInput / NotFound explain refusals."""
-        now = _now()
+        now = utcnow()
         chosen = self._studies_to_share(patient, studies)
-        expires_at = _expiry(expires, now)
+        expires_at = expiry(expires, now)
         recipient = (recipient or "").strip()[:200] or None
-        code = _new_code()
+        code = new_code()
         share = Share(
             share_id=secrets.token_urlsafe(18),
             patient=patient,
@@ -234,7 +140,7 @@ class Sharing:
             expires_at=expires_at,
         )
         with self.engine.begin() as conn:
-            conn.execute(insert(shares).values(**_share_row(share), code_hash=_hasher.hash(_normalise(code))))
+            conn.execute(insert(shares).values(**_share_row(share), code_hash=_hasher.hash(normalise(code))))
         self._audit(
             "success",
             "share created",
@@ -268,7 +174,7 @@ class Sharing:
         """End the share now: every token issued from it stops working at once. Revoking twice is harmless."""
         share = self.get(share_id)
         if share.revoked_at is None:
-            now = _now()
+            now = utcnow()
             with self.engine.begin() as conn:
                 conn.execute(
                     update(shares)
@@ -295,12 +201,12 @@ class Sharing:
         share = self.get(share_id)
         if share.state() in (ShareState.REVOKED, ShareState.EXPIRED):
             raise ShareUnavailable(f"the share has {share.state().value}; create a new one", share.state())
-        code = _new_code()
+        code = new_code()
         with self.engine.begin() as conn:
             conn.execute(
                 update(shares)
                 .where(shares.c.share_id == share_id)
-                .values(code_hash=_hasher.hash(_normalise(code)), failed_attempts=0, locked_at=None)
+                .values(code_hash=_hasher.hash(normalise(code)), failed_attempts=0, locked_at=None)
             )
         self._audit("success", "new access code issued", "share-reissue", share, user=by)
         return CreatedShare(self.get(share_id), code)
@@ -340,7 +246,7 @@ class Sharing:
                 remote=remote,
             )
             raise
-        wanted = _birth_date(birth_date)
+        wanted = parse_birth_date(birth_date)
         state = share.state()
         if state in (ShareState.REVOKED, ShareState.EXPIRED):
             self._attempt(share_id, where, success=False)
@@ -368,13 +274,13 @@ class Sharing:
                 select(shares.c.code_hash).where(shares.c.share_id == share.share_id)
             ).scalar()
         try:
-            code_ok: bool = _hasher.verify(str(code_hash), _normalise(code))
+            code_ok: bool = _hasher.verify(str(code_hash), normalise(code))
         except (VerificationError, InvalidHashError):
             code_ok = False
         return code_ok and secrets.compare_digest(birth_date, self._patient_birth_date(share.patient))
 
     def _refuse(self, share: Share, remote: str | None) -> ShareSession:
-        now = _now()
+        now = utcnow()
         limit = self.limits.max_failures
         with self.engine.begin() as conn:
             failures = conn.execute(
@@ -397,7 +303,7 @@ class Sharing:
         raise RedemptionRefused(f"{reason}; {left} attempt{'s' if left != 1 else ''} left", left)
 
     def _open_session(self, share: Share, remote: str | None) -> ShareSession:
-        now = _now()
+        now = utcnow()
         lifetime = min(SESSION_LIFETIME, share.expires_at - now)
         grant = Grant(
             SHARE_CLIENT,
@@ -446,14 +352,14 @@ class Sharing:
             self.authority.tokens.revoke_grant(grant_id)
 
     def _check_rate(self, condition: Any, limit: int, what: str) -> None:
-        since = _now() - self.limits.window
+        since = utcnow() - self.limits.window
         query = select(func.count(), func.min(share_attempts.c.at)).where(
             condition, share_attempts.c.at >= since
         )
         with self.engine.connect() as conn:
             count, oldest = conn.execute(query).one()
         if count >= limit:
-            retry = int((aware(oldest) + self.limits.window - _now()).total_seconds()) + 1
+            retry = int((aware(oldest) + self.limits.window - utcnow()).total_seconds()) + 1
             audit.record(
                 "failure", f"too many attempts from {what}", store=self.audit, action="share-redeem-failed"
             )
@@ -464,7 +370,7 @@ class Sharing:
     def purge_attempts(self, older_than: timedelta = ATTEMPTS_KEPT) -> int:
         """Forget redemption attempts older than the rate-limit memory (done now and then by redeem)."""
         with self.engine.begin() as conn:
-            done = conn.execute(delete(share_attempts).where(share_attempts.c.at < _now() - older_than))
+            done = conn.execute(delete(share_attempts).where(share_attempts.c.at < utcnow() - older_than))
         return int(done.rowcount or 0)
 
     def _attempt(self, share_id: str, remote: str, *, success: bool) -> None:
@@ -472,7 +378,7 @@ class Sharing:
             self.purge_attempts()
         with self.engine.begin() as conn:
             conn.execute(
-                insert(share_attempts).values(share_id=share_id, remote=remote, at=_now(), success=success)
+                insert(share_attempts).values(share_id=share_id, remote=remote, at=utcnow(), success=success)
             )
 
     def _patient_birth_date(self, patient: str) -> str:
@@ -513,28 +419,6 @@ class Sharing:
         )
 
 
-_RELATIVE = re.compile(r"^(\d{1,4})\s*([hdw])$")
-_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-
-
-def parse_expiry(text: str, now: datetime | None = None) -> datetime:
-    """``14d``, ``12h``, ``2w``, a date ``2025-01-31`` (the end of that day, UTC) or an ISO 8601
-    date-time (UTC when it names no offset); InvalidInput for anything else."""
-    value = text.strip().lower()
-    relative = _RELATIVE.match(value)
-    if relative:
-        return (now or _now()) + int(relative[1]) * _UNITS[relative[2]]
-    try:
-        if len(value) == 10:
-            day = datetime.strptime(value, "%Y-%m-%d")
-            return day.replace(hour=23, minute=59, second=59, tzinfo=UTC)
-        return aware(datetime.fromisoformat(text.strip()))
-    except ValueError as exc:
-        raise InvalidInput(
-            f"expiry '{text}' is not understood; write e.g. 14d, 12h, 2w, 2025-01-31 or 2025-01-31T18:00:00Z"
-        ) from exc
-
-
 class ShareTokenAuthority:
     """A token authority that also knows share tokens (integrated mode: the EHR is the authority,
     but a share's session token is issued here, by the local server, and must resolve here).
@@ -566,42 +450,6 @@ class ShareTokenAuthority:
 def with_share_tokens(authority: TokenAuthority, local: AuthorizationServer) -> TokenAuthority:
     """``authority`` itself when it is the local server, else one that also resolves share tokens."""
     return authority if authority is local else ShareTokenAuthority(authority, local)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_code() -> str:
-    code = "".join(secrets.choice(CROCKFORD) for _ in range(CODE_LENGTH))
-    return f"{code[:5]}-{code[5:]}"
-
-
-def _normalise(code: str) -> str:
-    """What the recipient typed, as the code: case, spaces, hyphens and O/I/L mix-ups forgiven."""
-    return re.sub(r"[\s\-]", "", code).upper().translate(_CONFUSABLE)
-
-
-def _birth_date(text: str) -> str:
-    """YYYY-MM-DD (or DICOM's YYYYMMDD) as DICOM DA; InvalidInput for anything else."""
-    value = text.strip()
-    for pattern in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return datetime.strptime(value, pattern).strftime("%Y%m%d")
-        except ValueError:
-            continue
-    raise InvalidInput("the date of birth must be written YYYY-MM-DD, e.g. 1970-03-21")
-
-
-def _expiry(expires: datetime | None, now: datetime) -> datetime:
-    if expires is None:
-        return now + DEFAULT_EXPIRY
-    expires = aware(expires)
-    if expires <= now:
-        raise InvalidInput("the expiry must be in the future")
-    if expires > now + MAX_EXPIRY + timedelta(minutes=5):
-        raise InvalidInput("a share lasts at most one year")
-    return expires
 
 
 def _share_row(share: Share) -> dict[str, Any]:
