@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.errors import Conflict, NotFound
@@ -289,9 +289,9 @@ class Records:
             conn.execute(update(imported_instances).where(imported_instances.c.pk == pk).values(state=STORED))
 
     def count_instances(self, case_pk: int) -> int:
-        query = select(imported_instances.c.pk).where(imported_instances.c.case_pk == case_pk)
+        query = select(func.count()).where(imported_instances.c.case_pk == case_pk)
         with self.engine.connect() as conn:
-            return len(conn.execute(query).all())
+            return int(conn.scalar(query) or 0)
 
     # --- outside studies -------------------------------------------------------------------
     def mark_outside(self, study_uid: str, source: str) -> None:
