@@ -239,5 +239,5 @@ def test_portal_page_session_upload_and_result_page(api: Api, disc_zip: bytes) -
         assert client.post(f"/api/uploads/{upload_id}/import", headers=headers).json()["state"] == "review"
         shown = client.get(f"/portal/import/{upload_id}")
         assert shown.status_code == 200
-        assert "waiting for staff review" in shown.text and "Doe^Archibald" in shown.text
+        assert "waiting for staff review" in shown.text and "Archibald Doe" in shown.text
         assert client.get("/portal/import/unknown-unknown-unknown").status_code == 404

@@ -116,15 +116,16 @@ def result_html(upload: Upload) -> str:
         return layout.alert(f"Not imported yet ({state}).", "muted")
     if "error" in result:
         return layout.alert(f"The import failed: {result['error']}")
+    skipped = len(result.get("skipped", []))
     counts = (
         f"{result.get('stored', 0)} stored, {result.get('already_present', 0)} already here, "
         f"{result.get('waiting_review', 0)} waiting for review, {len(result.get('refused', []))} refused, "
-        f"{len(result.get('skipped', []))} files skipped"
+        f"{skipped} {'file' if skipped == 1 else 'files'} skipped"
     )
     rows = [
         [
-            esc(s["patient_name"] or "(no name)") + f"<br><small>{esc(s['patient_id'])}</small>",
-            esc(s["date"]),
+            esc(_person(s["patient_name"])) + f"<br><small>ID {esc(s['patient_id'])}</small>",
+            esc(_date(s["date"])),
             esc(s["description"]),
             esc(", ".join(s["modalities"])),
             esc(s["instances"]),
@@ -132,7 +133,13 @@ def result_html(upload: Upload) -> str:
         ]
         for s in result.get("studies", [])
     ]
-    html = layout.alert(counts, "ok") + layout.table(
+    waiting = result.get("waiting_review", 0)
+    html = layout.next_step(
+        "Staff check these studies before they join the record; nothing more to do here."
+        if waiting
+        else "Open the studies from the study list, or import another disc."
+    )
+    html += layout.alert(counts, "ok") + layout.table(
         ["Patient", "Date", "Description", "Modality", "Images", "Decision"], rows, caption="Studies found"
     )
     reasons = result.get("skipped_by_reason", {})
@@ -145,6 +152,18 @@ def result_html(upload: Upload) -> str:
     for note in result.get("notes", []):
         html += f'<p class="muted">{esc(note)}</p>'
     return html
+
+
+def _person(value: str) -> str:
+    """PS3.5 §6.2 ``Family^Given^Middle`` as people write it: ``Given Middle Family``."""
+    family, _, rest = str(value or "").split("=")[0].partition("^")
+    given = " ".join(part for part in rest.split("^")[:2] if part)
+    return " ".join(part for part in (given, family) if part) or "(no name)"
+
+
+def _date(value: str) -> str:
+    text = str(value or "")
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
 SCRIPT = r"""
