@@ -154,3 +154,18 @@ def test_quick_look_spreads_through_a_multi_frame_study(site: Site) -> None:
     assert len(sources) == 6 and "frame 1 of 30" in page
     image = anna.get(sources[-1])
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        ("/portal/no-such-page", 404, "Page not found"),
+        ("/portal/send", 400, "Something is missing"),
+        ("/s/unknown-share-id", 404, "Link not recognised"),
+        ("/portal/studies/1.2.3", 404, "Study not available"),
+    ],
+)
+def test_errors_are_pages_with_a_way_forward(site: Site, path: str, status: int, words: str) -> None:
+    answer = signed_in(site, "anna").get(path)
+    assert answer.status_code == status and answer.headers["content-type"].startswith("text/html")
+    assert words in answer.text and 'class="button"' in answer.text and "Traceback" not in answer.text
