@@ -209,3 +209,14 @@ def test_bad_input_is_skipped_with_reasons_and_nothing_written_outside(
     assert not (tmp_path / "escape.dcm").exists() and not (tmp_path.parent / "up.dcm").exists()
     assert sources.skip_kind(reasons["/index.html"]) == "not a DICOM file: web page"
     assert sources.skip_kind(reasons["/evil.zip!../escape.dcm"]) == "unsafe name"
+
+
+def test_tiny_alpha_and_a_dicomdir_named_directly(tmp_path: Path) -> None:
+    candidates, skipped, notes = found([DICOMDIR_TESTS / "TINY_ALPHA"])
+    assert len(candidates) == 50 and not notes
+    assert [reason for _, reason in skipped] == ["not named in the DICOMDIR"]  # its README
+    root = disc(tmp_path)
+    candidates, _, notes = found([root / "DICOMDIR"])
+    assert len(candidates) == 31 and notes == [
+        f"{root}/DICOMDIR: reading the whole folder {root} through its DICOMDIR"
+    ]
