@@ -45,14 +45,14 @@ def encode(file_set_id: str, roots: list[Record], instance_uid: str) -> bytes:
         offsets[id(record)] = position
         position += 8 + len(_encoded(record.ds))
     links = _sibling_links(roots, offsets)
-    items = b""
+    items: list[bytes] = []
     for record in ordered:
         _set_links(record, links.get(id(record), {}))
         content = _encoded(record.ds)
-        items += struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+        items += [struct.pack("<HHI", 0xFFFE, 0xE000, len(content)), content]
     first = offsets[id(roots[0])] if roots else 0
     last = offsets[id(roots[-1])] if roots else 0
-    sequence = struct.pack("<HH2sHI", 0x0004, 0x1220, b"SQ", 0, 0xFFFFFFFF) + items
+    sequence = struct.pack("<HH2sHI", 0x0004, 0x1220, b"SQ", 0, 0xFFFFFFFF) + b"".join(items)
     return head + _top(file_set_id, first, last) + sequence + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
