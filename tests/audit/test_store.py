@@ -143,3 +143,28 @@ def test_the_writer_stops_when_idle_and_comes_back(archive: Archive) -> None:
 
 def test_one_store_per_engine(archive: Archive) -> None:
     assert AuditStore.of(archive.engine) is AuditStore.of(archive.engine)
+
+
+def _record_and_exit(url: str) -> None:
+    from imagebridge.index import db
+
+    store = AuditStore(db.make_engine(url), interval=30)
+    audit.record("deny", "the worker's last record", store=store, patient="mp")
+
+
+def test_a_forked_worker_flushes_when_it_ends(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from imagebridge.index import db
+
+    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    child = multiprocessing.get_context("fork").Process(target=_record_and_exit, args=(url,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).where(audit_events.c.patient == "mp")).scalar_one()
+    assert stored == 1
+    engine.dispose()

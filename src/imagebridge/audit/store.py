@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import multiprocessing.util
+import os
 import queue
 import secrets
 import threading
@@ -99,10 +101,22 @@ _stores_lock = threading.Lock()
 _live: weakref.WeakSet[AuditStore] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_all() -> None:
     for store in list(_live):
         store.close()
+
+
+atexit.register(_close_all)
+_finalizer_pid: int | None = None
+
+
+def _at_process_exit() -> None:
+    """A forked worker process ends through multiprocessing, which skips atexit (and forgets the
+    parent's finalizers) but runs its own: register there too, once per process."""
+    global _finalizer_pid
+    if _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
 
 
 class AuditStore:
@@ -131,6 +145,7 @@ class AuditStore:
         self._thread: threading.Thread | None = None
         self.idle_seconds = IDLE_SECONDS
         _live.add(self)
+        _at_process_exit()
 
     @classmethod
     def of(cls, engine: Engine) -> AuditStore:
