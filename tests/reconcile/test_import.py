@@ -202,7 +202,7 @@ def test_below_the_threshold_a_new_patient_is_created(local: Archive) -> None:
     assert only(summary.decisions) == "new patient N-5 (issuer NORTH-HOSP); scorecard, score 44"
     copy = stored(local, ds.SOPInstanceUID)
     assert (copy.PatientID, copy.IssuerOfPatientID) == ("N-5", SOURCE_ISSUER)
-    assert Records(local.engine).patient("L-1", "HOSP") is not None
+    assert Records(local.engine).patients.get("L-1", "HOSP") is not None
     assert count(local, patients) == 2
 
 

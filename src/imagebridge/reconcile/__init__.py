@@ -1,6 +1,7 @@
-"""Patient identity reconciliation for imported (outside) studies: pure matching and coercion.
+"""Patient identity reconciliation for imported (outside) studies (``docs/reconciliation.md``).
 
-``score`` compares demographics with a weighted scorecard; ``coerce`` rewrites a received
-dataset to the local identity while keeping the original values (PS3.3 C.12.1.1.9).
-Nothing here touches the index, the blob store or the web framework (``services/reconcile.py`` does).
+Pure: ``score`` (the weighted demographic scorecard) and ``coerce`` (the local identity written
+into a received dataset, originals kept per PS3.3 C.12.1.1.9). Tables: ``records`` (cases, links,
+imported instances, outside studies), ``patients`` (the local patients matching reads) and
+``sources``. ``services/reconcile.py`` puts them together with the blob store and ``Ingest``.
 """

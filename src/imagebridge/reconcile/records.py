@@ -4,12 +4,11 @@ outside studies; and the local patients that matching reads. SQLAlchemy Core, SQ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.errors import Conflict, NotFound
@@ -19,12 +18,10 @@ from imagebridge.index.schema import (
     instances,
     outside_studies,
     patient_links,
-    patients,
     reconciliation_cases,
-    series,
-    studies,
 )
 from imagebridge.reconcile.coerce import Identity
+from imagebridge.reconcile.patients import LocalPatients
 
 PENDING = "pending"
 LINKED = "linked"
@@ -92,13 +89,6 @@ class Case:
 
 
 @dataclass(frozen=True)
-class LocalPatient:
-    pk: int
-    identity: Identity
-    attrs: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class OutsideStudy:
     study_uid: str
     source: str
@@ -116,6 +106,7 @@ def now() -> datetime:
 class Records:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.patients = LocalPatients(engine)
 
     # --- sources ---------------------------------------------------------------------------
     def sources(self) -> list[Source]:
@@ -348,57 +339,6 @@ class Records:
                 .values(imported_at=when)
             )
 
-    # --- local patients --------------------------------------------------------------------
-    def study_in_index(self, study_uid: str) -> bool:
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(select(studies.c.pk).where(studies.c.study_uid == study_uid)).first() is not None
-            )
-
-    def patient(self, patient_id: str, issuer: str) -> LocalPatient | None:
-        query = select(patients).where(patients.c.patient_id == patient_id, patients.c.issuer == issuer)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _patient(row)
-
-    def patients_with_identifier(self, value: str, issuer: str) -> list[LocalPatient]:
-        """Local patients whose Patient ID, or an item of Other Patient IDs Sequence, is (value, issuer)."""
-        pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = select(patients).where(
-            or_(
-                and_(patients.c.patient_id == value, patients.c.issuer == issuer),
-                patients.c.attrs.like(pattern, escape="\\"),
-            )
-        )
-        with self.engine.connect() as conn:
-            found = [_patient(r) for r in conn.execute(query).all()]
-        return [p for p in found if (value, issuer) in _identifiers(p)]
-
-    def candidates(
-        self, family_upper: str, birth_dates: Iterable[str], limit: int = 200
-    ) -> list[LocalPatient]:
-        """Blocking for the scorecard: local patients born on a plausible date or with the family name."""
-        conditions = [patients.c.birth_date.in_(sorted(set(birth_dates)))]
-        if family_upper:
-            prefix = family_upper.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(patients.c.name_search.like(prefix + "%", escape="\\"))
-        query = select(patients).where(or_(*conditions)).order_by(patients.c.pk).limit(limit)
-        with self.engine.connect() as conn:
-            return [_patient(r) for r in conn.execute(query).all()]
-
-    def address(self, patient_pk: int) -> str:
-        """Patient's Address (0010,1040) from one stored instance of the patient, '' if none."""
-        query = (
-            select(instances.c.metadata)
-            .join(series, instances.c.series_pk == series.c.pk)
-            .join(studies, series.c.study_pk == studies.c.pk)
-            .where(studies.c.patient_pk == patient_pk)
-            .limit(1)
-        )
-        with self.engine.connect() as conn:
-            text = conn.scalar(query)
-        return _first_value(json.loads(text), "00101040") if text else ""
-
 
 def _referenced(conn: Connection, blobs: set[str]) -> set[str]:
     """Which of ``blobs`` an index row or an imported instance still names."""
@@ -435,26 +375,3 @@ def _case(row: Any) -> Case:
         created_at=_aware(row.created_at),
         decided_at=_aware(row.decided_at) if row.decided_at else None,
     )
-
-
-def _patient(row: Any) -> LocalPatient:
-    return LocalPatient(
-        pk=row.pk,
-        identity=Identity(row.patient_id, row.issuer, row.name, row.birth_date, row.sex),
-        attrs=json.loads(row.attrs) if row.attrs else {},
-    )
-
-
-def _first_value(attrs: dict[str, Any], tag: str) -> str:
-    values = attrs.get(tag, {}).get("Value") or [""]
-    first = values[0]
-    if isinstance(first, dict):
-        return str(first.get("Alphabetic", ""))
-    return str(first)
-
-
-def _identifiers(patient: LocalPatient) -> set[tuple[str, str]]:
-    found = {(patient.identity.patient_id, patient.identity.issuer)}
-    for item in patient.attrs.get("00101002", {}).get("Value") or []:
-        found.add((_first_value(item, "00100020"), _first_value(item, "00100021")))
-    return found

@@ -39,6 +39,7 @@ from imagebridge.index.catalog import Catalog
 from imagebridge.index.lookup import Target
 from imagebridge.reconcile import coerce, score
 from imagebridge.reconcile.coerce import Identity
+from imagebridge.reconcile.patients import LocalPatient
 from imagebridge.reconcile.records import (
     DECIDING,
     LINKED,
@@ -47,12 +48,12 @@ from imagebridge.reconcile.records import (
     QUARANTINED,
     STORED,
     Case,
-    LocalPatient,
     OutsideStudy,
     Records,
     Source,
     now,
 )
+from imagebridge.reconcile.sources import Sources
 from imagebridge.services.archive import Archive
 from imagebridge.services.delete import delete
 from imagebridge.services.ingest import Ingest
@@ -74,48 +75,6 @@ class Receipt:
     outcome: Received
     study_uid: str
     case: Case
-
-
-class Sources:
-    """Import sources from the settings file and from the index (``imagebridge source add``)."""
-
-    def __init__(self, records: Records, settings: Settings) -> None:
-        self.records = records
-        self.settings = settings
-
-    def all(self) -> list[Source]:
-        configured = [
-            Source(name, s.issuer, s.accession_prefix, configured=True)
-            for name, s in sorted(self.settings.import_sources.items())
-        ]
-        names = {s.name for s in configured}
-        return configured + [s for s in self.records.sources() if s.name not in names]
-
-    def get(self, name: str) -> Source:
-        for source in self.all():
-            if source.name == name:
-                return source
-        known = ", ".join(s.name for s in self.all()) or "none yet; add one with 'imagebridge source add'"
-        raise NotFound(f"no import source named '{name}' (known: {known})")
-
-    def add(self, name: str, issuer: str, accession_prefix: str | None = None) -> Source:
-        if not name or len(name) > 64 or not issuer.strip():
-            raise InvalidInput("a source needs a name (1 to 64 characters) and an issuer")
-        if name in self.settings.import_sources:
-            raise Conflict(f"source '{name}' is configured in the settings file")
-        if accession_prefix is not None:
-            try:
-                coerce.valid_prefix(accession_prefix)
-            except ValueError as exc:
-                raise InvalidInput(str(exc)) from exc
-        source = Source(name, issuer.strip(), accession_prefix)
-        self.records.add_source(source)
-        return source
-
-    def remove(self, name: str) -> None:
-        if name in self.settings.import_sources:
-            raise Conflict(f"source '{name}' is configured in the settings file; remove it there")
-        self.records.remove_source(name)
 
 
 class Reconciler:
@@ -178,7 +137,7 @@ class Reconciler:
         forget it, so that importing it again brings it back."""
         if state != STORED or self.catalog.stored_blob(sop_uid) is not None:
             return False
-        if self.records.study_in_index(study_uid):
+        if self.records.patients.study_in_index(study_uid):
             unused = self.records.forget_instance(source.name, sop_uid)
         else:
             unused = self.records.forget_outside(study_uid)
@@ -188,7 +147,7 @@ class Reconciler:
 
     def _refuse_local_study(self, study_uid: str) -> None:
         """A study that is in the index and not from outside is local: imports never touch it."""
-        if self.records.study_in_index(study_uid) and self.records.outside(study_uid) is None:
+        if self.records.patients.study_in_index(study_uid) and self.records.outside(study_uid) is None:
             raise Conflict(f"study {study_uid} is already in the archive as a local study; not imported")
 
     def _open_case(self, source: Source, who: coerce.Incoming, study_uid: str) -> Case:
@@ -224,13 +183,13 @@ class Reconciler:
         """(method, best local patient or None, scorecard result or None for a deterministic match)."""
         for value, issuer in who.other_ids:
             if issuer and issuer in self.settings.reconciliation.deterministic_issuers:
-                found = self.records.patients_with_identifier(value, issuer)
+                found = self.records.patients.with_identifier(value, issuer)
                 if len(found) == 1:
                     return f"identifier {issuer}", found[0], None
         linked = self.records.linked(who.issuer, who.patient_id)
-        if linked is not None and (patient := self.records.patient(*linked)) is not None:
+        if linked is not None and (patient := self.records.patients.get(*linked)) is not None:
             return "linked before", patient, None
-        same = self.records.patient(who.patient_id, who.issuer)
+        same = self.records.patients.get(who.patient_id, who.issuer)
         if same is not None:
             return "same qualified Patient ID", same, None
         return self._scorecard(who)
@@ -239,12 +198,12 @@ class Reconciler:
         mine = score.Demographics.from_dicom(who.name, who.birth_date, who.sex, who.address)
         family = who.name.split("=")[0].split("^")[0].upper()
         best: tuple[LocalPatient, score.Score] | None = None
-        for patient in self.records.candidates(family, _birth_date_variants(mine.birth_date)):
+        for patient in self.records.patients.candidates(family, _birth_date_variants(mine.birth_date)):
             theirs = score.Demographics.from_dicom(
                 patient.identity.name,
                 patient.identity.birth_date,
                 patient.identity.sex,
-                self.records.address(patient.pk) if mine.postcode else "",
+                self.records.patients.address(patient.pk) if mine.postcode else "",
             )
             result = score.score(mine, theirs, self.card)
             if best is None or result.total > best[1].total:
@@ -257,7 +216,7 @@ class Reconciler:
 
     def _identity(self, case: Case) -> Identity:
         assert case.patient is not None
-        local = self.records.patient(*case.patient)
+        local = self.records.patients.get(*case.patient)
         if local is not None:
             return local.identity
         if case.patient == (case.source_patient_id, case.source_issuer):
@@ -323,14 +282,14 @@ class Reconciler:
                 raise InvalidInput(
                     f"case {case.pk} has no suggested patient; link one or create a new patient"
                 )
-            found = self.records.patient(*case.candidate)
+            found = self.records.patients.get(*case.candidate)
             if found is None:
                 raise NotFound(f"the suggested patient '{case.candidate[0]}' is no longer in the archive")
             return found.identity
         if decision == "link":
             if patient is None or not patient[0]:
                 raise InvalidInput("say which patient to link: a Patient ID and its issuer")
-            found = self.records.patient(*patient)
+            found = self.records.patients.get(*patient)
             if found is None:
                 raise NotFound(f"no local patient '{patient[0]}' with issuer '{patient[1]}'")
             return found.identity

@@ -76,7 +76,7 @@ def _reconciler(request: Request) -> Reconciler:
 def case_json(reconciler: Reconciler, case: Case) -> dict[str, Any]:
     """A case with the demographics of its suggested local patient, for side-by-side review."""
     body = case.as_json()
-    suggested = reconciler.records.patient(*case.candidate) if case.candidate else None
+    suggested = reconciler.records.patients.get(*case.candidate) if case.candidate else None
     body["suggested_patient"] = (
         None
         if suggested is None
