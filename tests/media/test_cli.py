@@ -47,7 +47,7 @@ def test_export_zip_iso_folder_then_dry_run_and_reimport(tmp_path: Path, data: P
             "export", "--patient", "MRN-1", "--out", str(tmp_path / target), "--data-dir", str(data)
         )
         assert result.returncode == 0, result.stderr
-        assert "1 patient(s), 2 study(ies), 9 instances" in result.stdout
+        assert "1 patient, 2 studies, 9 instances" in result.stdout
     with zipfile.ZipFile(tmp_path / "mrn1.zip") as zf:
         assert zf.testzip() is None and "DICOMDIR" in zf.namelist()
     assert len(FileSet(tmp_path / "mrn1" / "DICOMDIR")) == 9
@@ -64,7 +64,7 @@ def test_export_zip_iso_folder_then_dry_run_and_reimport(tmp_path: Path, data: P
     fresh = tmp_path / "fresh"
     dry = run_cli("import", str(tmp_path / "mrn1.iso"), "--dry-run", "--data-dir", str(fresh))
     assert dry.returncode == 0, dry.stderr
-    assert "1 patient(s), 2 study(ies), 9 instances; 2 files would be skipped" in dry.stdout
+    assert "1 patient, 2 studies, 9 instances; 2 files would be skipped" in dry.stdout
     assert "MRN-1" in dry.stdout and not fresh.exists()
 
     again = run_cli("import", str(tmp_path / "mrn1.iso"), "--data-dir", str(data))

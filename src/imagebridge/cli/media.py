@@ -83,9 +83,14 @@ def export(
     seconds = time.monotonic() - started
     studies = sum(len(p.studies) for p in plan.patients)
     console.print(
-        f"wrote {kind} [bold]{out}[/]: {len(plan.patients)} patient(s), {studies} study(ies), "
-        f"{plan.instance_count} instances, {plan.size / 1e6:.1f} MB in {seconds:.1f} s"
+        f"wrote {kind} [bold]{out}[/]: {_count(len(plan.patients), 'patient')}, {_count(studies, 'study')}, "
+        f"{_count(plan.instance_count, 'instance')}, {plan.size / 1e6:.1f} MB in {seconds:.1f} s"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {noun if n == 1 else plural}"
 
 
 def _kind(out: Path) -> str:
@@ -167,8 +172,8 @@ def dry_run(paths: list[Path], show_skipped: bool) -> None:
             )
     console.print(table)
     console.print(
-        f"{len(result.patients)} patient(s), {result.studies} study(ies), {result.instances} instances; "
-        f"{len(result.skipped)} files would be skipped"
+        f"{_count(len(result.patients), 'patient')}, {_count(result.studies, 'study')}, "
+        f"{_count(result.instances, 'instance')}; {_count(len(result.skipped), 'file')} would be skipped"
     )
     print_skipped_by_reason(result.skipped, notes)
     if show_skipped:
