@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from imagebridge.auth.errors import InvalidToken
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import parse
 from imagebridge.errors import InvalidInput, NotFound
-from imagebridge.index.schema import shares
+from imagebridge.index.schema import share_attempts, shares
 from imagebridge.services.sharing import (
     CROCKFORD,
     RedemptionLimits,
@@ -212,3 +213,26 @@ def test_share_tokens_resolve_locally_when_the_ehr_is_the_authority(served: Serv
     served.sharing.revoke(created.share.share_id, by="ann")
     with pytest.raises(InvalidToken):
         authority.principal(session.access_token)
+
+
+def test_guesses_sent_in_parallel_get_no_more_than_five_checks(served: Served) -> None:
+    created = served.sharing.create(patient=served.people.a, studies=None, created_by="ann")
+    share_id = created.share.share_id
+    outcomes: list[str] = []
+
+    def guess(n: int) -> None:
+        try:
+            served.sharing.redeem(share_id, f"ZZZZZ-ZZZ{n:02d}", BIRTH_A, f"10.4.4.{n}")
+        except (RedemptionRefused, ShareLocked) as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with served.archive.engine.connect() as conn:
+        checked = conn.execute(select(func.count()).where(share_attempts.c.share_id == share_id)).scalar_one()
+    assert checked == 5 and len(outcomes) == 12
+    assert outcomes.count("RedemptionRefused") == 4
+    assert served.sharing.get(share_id).state() is ShareState.LOCKED

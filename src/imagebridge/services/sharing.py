@@ -31,7 +31,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from imagebridge.audit import log as audit
 from imagebridge.audit.store import AuditStore
@@ -260,10 +260,11 @@ class Sharing:
                 "this share is locked after too many wrong answers; ask the patient to unlock it"
             )
         self._check_rate(share_attempts.c.share_id == share_id, self.limits.per_share, "this share")
+        counted = self._reserve_attempt(share, remote)
         matched = self._answers_match(share, code, wanted)
         self._attempt(share_id, where, success=matched)
         if not matched:
-            return self._refuse(share, remote)
+            return self._refuse(share, counted, remote)
         return self._open_session(share, remote)
 
     # --- internals ------------------------------------------------------------------------
@@ -279,23 +280,38 @@ class Sharing:
             code_ok = False
         return code_ok and secrets.compare_digest(birth_date, self._patient_birth_date(share.patient))
 
-    def _refuse(self, share: Share, remote: str | None) -> ShareSession:
-        now = utcnow()
+    def _reserve_attempt(self, share: Share, remote: str | None) -> int:
+        """Count this answer as wrong before checking it, atomically, so that answers sent in
+        parallel cannot get more than ``max_failures`` checks in; a right answer resets the count."""
         limit = self.limits.max_failures
         with self.engine.begin() as conn:
-            failures = conn.execute(
+            counted = conn.execute(
                 update(shares)
-                .where(shares.c.share_id == share.share_id)
-                .values(
-                    failed_attempts=shares.c.failed_attempts + 1,
-                    locked_at=case(
-                        (shares.c.failed_attempts + 1 >= limit, func.coalesce(shares.c.locked_at, now)),
-                        else_=shares.c.locked_at,
-                    ),
+                .where(
+                    shares.c.share_id == share.share_id,
+                    shares.c.failed_attempts < limit,
+                    shares.c.locked_at.is_(None),
                 )
+                .values(failed_attempts=shares.c.failed_attempts + 1)
                 .returning(shares.c.failed_attempts)
-            ).scalar_one()
-        left = max(limit - failures, 0)
+            ).scalar_one_or_none()
+        if counted is None:
+            self._audit("failure", "the share is locked", "share-redeem-failed", share, remote=remote)
+            raise ShareLocked(
+                "this share is locked after too many wrong answers; ask the patient to unlock it"
+            )
+        return int(counted)
+
+    def _refuse(self, share: Share, counted: int, remote: str | None) -> ShareSession:
+        limit = self.limits.max_failures
+        left = max(limit - counted, 0)
+        if left == 0:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(shares)
+                    .where(shares.c.share_id == share.share_id, shares.c.locked_at.is_(None))
+                    .values(locked_at=utcnow())
+                )
         reason = "wrong access code or date of birth"
         self._audit("failure", reason, "share-redeem-failed", share, attempts_left=left, remote=remote)
         if left == 0:
