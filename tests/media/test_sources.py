@@ -60,8 +60,12 @@ def files_outside(tmp_path: Path, data: Path) -> dict[str, int]:
     }
 
 
+@pytest.mark.parametrize("fileset_records", [sources.FILESET_RECORDS, 0], ids=["FileSet", "records"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_dicomdir_variants_are_read_through(tmp_path: Path, variant: str) -> None:
+def test_dicomdir_variants_are_read_through(
+    tmp_path: Path, variant: str, fileset_records: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "FILESET_RECORDS", fileset_records)
     root = disc(tmp_path, variant)
     (root / "EXTRA").write_bytes(part10(make_instance()))
     candidates, skipped, notes = found([root])

@@ -53,6 +53,8 @@ KINDS = {
 }
 AUTORUN = {"autorun.inf", "autorun.exe", "desktop.ini", ".ds_store", "thumbs.db"}
 MAX_DICOMDIR_BYTES = 256 * 1024**2
+FILESET_RECORDS = 4000
+"""Up to this many directory records a folder's DICOMDIR is read with pydicom's FileSet."""
 
 
 def discover(paths: Iterable[Path], skipped: Skipped, notes: list[str] | None = None) -> Iterator[Candidate]:
@@ -233,17 +235,22 @@ def _read_dicomdir(member: Member, label: str, notes: list[str]) -> list[str]:
 
 def _through_fileset(path: Path) -> list[str]:
     """pydicom's FileSet walks the record tree and keeps the files that exist; the records
-    themselves give the names it dropped (missing, or not matching in case)."""
+    themselves give the names it dropped (missing, or not matching in case). FileSet costs about
+    1.3 ms a record (13 s for 10 000 here), so a larger DICOMDIR is read from its records alone."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path)
-        try:
-            file_set = FileSet(ds)
-            root = file_set.root_path
-            found = [Path(i.path).relative_to(root).as_posix().upper() for i in file_set]
-        except Exception:  # a tree FileSet rejects (orphans, bad offsets): the records still name files
-            found = []
-    return found + [fid for fid in _file_ids(ds) if fid not in set(found)]
+        named = _file_ids(ds)
+        found: list[str] = []
+        if len(ds.get("DirectoryRecordSequence", [])) <= FILESET_RECORDS:
+            try:
+                file_set = FileSet(ds)
+                root = file_set.root_path
+                found = [Path(i.path).relative_to(root).as_posix().upper() for i in file_set]
+            except Exception:  # a tree FileSet rejects (orphans, bad offsets): the records still name files
+                found = []
+    seen = set(found)
+    return found + [fid for fid in named if fid not in seen]
 
 
 def _through_records(member: Member) -> list[str]:
