@@ -108,6 +108,16 @@ def patient_chooser(patients: list[PatientRow], chosen: str | None) -> str:
     )
 
 
+def download_all(patients: list[PatientRow], chosen: str | None, count: int) -> str:
+    """A "download all" link when the list shows one patient's studies (and more than one of them)."""
+    only = chosen or (patients[0].fhir_id if len(patients) == 1 else None)
+    if only is None or count < 2:
+        return ""
+    who = next((person_name(p.name) for p in patients if p.fhir_id == only), "this patient")
+    href = f"/portal/download?{urlencode({'patient': only})}"
+    return f'<p><a class="button secondary" href="{esc(href)}">Download all {count} studies of {esc(who)}</a></p>'
+
+
 def quick_look(row: StudyRow, frames: list[tuple[str, str]], *, back: str) -> str:
     """Rendered images of the study, one under another (a phone scrolls through them)."""
     images = "".join(
