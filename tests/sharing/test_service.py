@@ -145,6 +145,12 @@ def test_rate_limits_per_remote_and_per_share(served: Served) -> None:
     with pytest.raises(TooManyAttempts):
         sharing.redeem(two.share.share_id, two.code, BIRTH_A, "10.0.1.1")
     assert sharing.redeem(two.share.share_id, two.code, BIRTH_A, "10.0.1.3").access_token
+    sharing.audit.flush()
+    limited = [e for e in sharing.audit.search(actions=["share-redeem-failed"]) if "too many" in e.reason]
+    assert {(e.share_id, e.remote) for e in limited} == {
+        (one.share.share_id, "10.0.1.2"),
+        (two.share.share_id, "10.0.1.1"),
+    }
 
 
 def test_expiry_ends_the_share_and_caps_the_token(served: Served) -> None:

@@ -232,7 +232,9 @@ class Sharing:
         that is not one)."""
         where = (remote or "unknown")[:128]
         share_id = share_id[:64]
-        self._check_rate(share_attempts.c.remote == where, self.limits.per_remote, "this address")
+        self._check_rate(
+            share_attempts.c.remote == where, self.limits.per_remote, "this address", share_id, remote
+        )
         try:
             share = self.get(share_id)
         except NotFound:
@@ -259,7 +261,9 @@ class Sharing:
             raise ShareLocked(
                 "this share is locked after too many wrong answers; ask the patient to unlock it"
             )
-        self._check_rate(share_attempts.c.share_id == share_id, self.limits.per_share, "this share")
+        self._check_rate(
+            share_attempts.c.share_id == share_id, self.limits.per_share, "this share", share_id, remote
+        )
         counted = self._reserve_attempt(share, remote)
         matched = self._answers_match(share, code, wanted)
         self._attempt(share_id, where, success=matched)
@@ -367,7 +371,7 @@ class Sharing:
         for grant_id in grant_ids:
             self.authority.tokens.revoke_grant(grant_id)
 
-    def _check_rate(self, condition: Any, limit: int, what: str) -> None:
+    def _check_rate(self, condition: Any, limit: int, what: str, share_id: str, remote: str | None) -> None:
         since = utcnow() - self.limits.window
         query = select(func.count(), func.min(share_attempts.c.at)).where(
             condition, share_attempts.c.at >= since
@@ -377,7 +381,12 @@ class Sharing:
         if count >= limit:
             retry = int((aware(oldest) + self.limits.window - utcnow()).total_seconds()) + 1
             audit.record(
-                "failure", f"too many attempts from {what}", store=self.audit, action="share-redeem-failed"
+                "failure",
+                f"too many attempts from {what}",
+                store=self.audit,
+                action="share-redeem-failed",
+                share=share_id,
+                remote=remote,
             )
             raise TooManyAttempts(
                 f"too many attempts from {what}; try again in {retry} seconds", max(retry, 1)
