@@ -177,6 +177,7 @@ def test_guessing_the_code_locks_the_share(browser_page: Page, shared_site: Site
     page.goto(f"{site.url}{created.link}")
     expect(page.get_by_role("alert")).to_contain_text("locked")
     expect(page.get_by_label("Access code")).to_have_count(0)
+    expect(page.get_by_text("Contact the patient")).to_be_visible()
     browser.screenshot(page, "portal-share-locked", "locked")
     # the right code no longer helps: the share stays locked until the patient unlocks it
     answer = page.request.post(

@@ -293,7 +293,11 @@ def _code_page(
     body = (
         "<h1>Images shared with you</h1>"
         + (layout.alert(error) if error else "")
-        + layout.next_step("Type the access code the patient gave you and her date of birth.")
+        + layout.next_step(
+            "Type the access code the patient gave you and her date of birth."
+            if form
+            else "Contact the patient: she can unlock the share, or give you a new code, on her Shares page."
+        )
         + (
             f'<div class="card">{layout.form(f"/s/{share_id}", csrf, inner, label="Open shared images")}</div>'
             if form
