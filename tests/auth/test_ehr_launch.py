@@ -4,9 +4,9 @@ a pre-approved app with a signed-in clinician gets its code with no page in betw
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,15 +15,16 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from typer.testing import CliRunner
 
 from imagebridge.auth.clients import Client, ClientKind
 from imagebridge.auth.server import AuthorizationServer
 from imagebridge.auth.users import Role, Users
+from imagebridge.cli.main import app as cli_app
 from imagebridge.config import Settings
 from imagebridge.oauth.app import SESSION_COOKIE, open_authorization
 from imagebridge.services.archive import Archive, open_archive
 from tests.auth.helpers import PASSWORD, REDIRECT, World, bearer, hidden, pkce_pair
-from tests.auth.test_cli import run
 from tests.factory import make_instance, part10
 
 LAUNCH_URL = "http://127.0.0.1:9/launch"
@@ -257,8 +258,20 @@ def test_a_forged_session_cookie_is_ignored(world: World, authz: AuthorizationSe
         assert page.status_code == 200 and '<label for="username">' in page.text
 
 
-def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(data, *args)
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(data: Path, *args: str, stdin: str | None = None) -> Ran:
+    """The real command line, run in this process (a subprocess per call would take seconds each)."""
+    env = {"IMAGEBRIDGE_DATA_DIR": str(data), "COLUMNS": "200", "NO_COLOR": "1"}
+    result = CliRunner().invoke(cli_app, list(args), input=stdin, env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def test_cli_registers_approves_and_launches(tmp_path: Path) -> None:
@@ -315,7 +328,7 @@ def test_cli_user_password_replaces_the_password(tmp_path: Path) -> None:
         _cli(data, "user", "add", "doc", "--role", "clinician", "--password", "first password").returncode
         == 0
     )
-    changed = run(data, "user", "password", "doc", stdin="second password\nsecond password\n")
+    changed = _cli(data, "user", "password", "doc", stdin="second password\nsecond password\n")
     assert changed.returncode == 0, changed.stderr
     assert "second password" not in changed.stdout
     archive = open_archive(Settings(data_dir=data))
