@@ -37,7 +37,7 @@ def test_each_role_sees_what_its_policy_allows(site: Site) -> None:
     assert site.bob_studies["US1_J2KR.dcm"] not in anna
     doctor = signed_in(site, "dr.grey").get("/portal").text
     assert doctor.count('class="card study"') == len(ANNA_FILES) + 1
-    assert "Whose images?" in doctor
+    assert "Whose images?" in doctor and "Patients you may see" in doctor and "PAT-BOB" in doctor
     admin = signed_in(site, "admin")
     overview = admin.get("/portal/admin")
     assert overview.status_code == 200 and "Registered apps" in overview.text and "dr.grey" in overview.text

@@ -25,8 +25,8 @@ def date(value: str) -> str:
     return value or "date unknown"
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def sign_in(csrf: str, error: str | None = None, username: str = "") -> str:
@@ -106,6 +106,25 @@ def patient_chooser(patients: list[PatientRow], chosen: str | None) -> str:
         label="Choose a patient",
         method="get",
     )
+
+
+def patient_table(rows: list[StudyRow]) -> str:
+    """Staff's overview: each patient they may see, with a link to just that patient's studies."""
+    counts: dict[str, int] = {}
+    people: dict[str, PatientRow] = {}
+    for row in rows:
+        counts[row.patient.fhir_id] = counts.get(row.patient.fhir_id, 0) + 1
+        people.setdefault(row.patient.fhir_id, row.patient)
+    lines = [
+        [
+            f'<a href="/portal?{urlencode({"patient": pid})}">{esc(person_name(p.name))}</a>',
+            esc(p.patient_id),
+            esc(date(p.birth_date)),
+            plural(counts[pid], "study", "studies"),
+        ]
+        for pid, p in people.items()
+    ]
+    return layout.table(["Patient", "Patient ID", "Born", "Studies"], lines, caption="Patients you may see")
 
 
 def download_all(patients: list[PatientRow], chosen: str | None, count: int) -> str:

@@ -151,6 +151,7 @@ async def home(
         f"<h1>{heading}</h1>"
         + layout.next_step(hint)
         + pages.patient_chooser(people, patient)
+        + (pages.patient_table(rows) if not is_patient and not patient and len(people) > 1 else "")
         + pages.download_all(people, patient, len(shown))
         + (f'<ul class="studies" aria-label="Studies">{cards}</ul>' if cards else "")
     )
