@@ -110,3 +110,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
 def shared_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One SQLite site for a module of browser tests (sessions differ per test; data does not)."""
     yield from start_site("sqlite", tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="session")
+def viewer_ready() -> None:
+    """OHIF must be installed (``make viewer``, part of ``make install``); fail, never skip, if not."""
+    from imagebridge.portal.viewer import default_dir
+
+    if not (default_dir() / "index.html").is_file():
+        pytest.fail(f"the OHIF viewer is not installed in {default_dir()}: run `make viewer`", pytrace=False)

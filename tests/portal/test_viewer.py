@@ -16,7 +16,7 @@ from tests.portal.conftest import ANNA_FILES, Site
 from tests.portal.helpers import drawn, sign_in, wait_for_image
 
 
-def test_viewer_draws_every_sample_study(browser_page: Page, shared_site: Site) -> None:
+def test_viewer_draws_every_sample_study(browser_page: Page, shared_site: Site, viewer_ready: None) -> None:
     page = browser_page
     sign_in(page, shared_site.url)
     timings = []
