@@ -36,7 +36,14 @@ _SCOPE_TEXT = {
     "offline_access": "Keep access after you close the app, until you revoke it",
     "online_access": "Keep access while you are using the app",
 }
-_PERMS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_PERMS = {"c": "add", "r": "see", "u": "change", "d": "delete", "s": "search"}
+_RESOURCES = {
+    "*": "all kinds of records",
+    "ImagingStudy": "imaging studies (scans, X-rays and their images)",
+    "Patient": "patient details (name, birth date, record numbers)",
+    "Endpoint": "where the images can be fetched from",
+    "AuditEvent": "the log of who looked at the records",
+}
 
 
 def describe(scope: str) -> str:
@@ -46,12 +53,18 @@ def describe(scope: str) -> str:
     if not clinical:
         return f"Use the '{scope}' permission"
     parsed = clinical[0]
-    what = "all kinds of records" if parsed.resource == "*" else f"{parsed.resource} records"
-    verbs = ", ".join(_PERMS[p] for p in "cruds" if p in parsed.permissions)
-    whose = {"patient": "of the selected patient", "user": "you can access", "system": "of the organisation"}[
-        parsed.level
-    ]
+    what = _RESOURCES.get(parsed.resource, f"{parsed.resource} records")
+    verbs = _and([_PERMS[p] for p in "rscud" if p in parsed.permissions])
+    whose = {
+        "patient": "of the selected patient",
+        "user": "of the patients you have access to",
+        "system": "of the organisation",
+    }[parsed.level]
     return f"{verbs.capitalize()} {what} {whose}"
+
+
+def _and(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
 
 
 def person_name(pn: str) -> str:
