@@ -24,7 +24,7 @@ from tests.portal.helpers import Timings, drawn, sign_in, wait_for_image
 
 
 def test_patient_shares_a_study_and_revokes_it(
-    chromium: Browser, browser_page: Page, shared_site: Site
+    chromium: Browser, browser_page: Page, shared_site: Site, viewer_ready: None
 ) -> None:
     site, page, times = shared_site, browser_page, Timings()
     ct = site.anna_studies["CT_small.dcm"]
