@@ -9,7 +9,9 @@ import zipfile
 import httpx
 import pytest
 
+from imagebridge.auth.users import Role, Users
 from imagebridge.fhir.index import fhir_id
+from imagebridge.portal.routes import MAX_FAILURES
 from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
 
 
@@ -171,3 +173,15 @@ def test_errors_are_pages_with_a_way_forward(site: Site, path: str, status: int,
     answer = signed_in(site, "anna").get(path)
     assert answer.status_code == status and answer.headers["content-type"].startswith("text/html")
     assert words in answer.text and 'class="button"' in answer.text and "Traceback" not in answer.text
+
+
+def test_repeated_wrong_passwords_block_the_user_name(site: Site) -> None:
+    Users(site.archive.engine).add("target", PASSWORD, Role.CLINICIAN)
+    client = httpx.Client(base_url=site.url, follow_redirects=True)
+    csrf = csrf_of(client.get("/portal/sign-in").text)
+    for _ in range(MAX_FAILURES):
+        wrong = client.post("/portal/sign-in", data={"username": "target", "password": "guess", "csrf": csrf})
+        assert wrong.status_code == 401
+    blocked = client.post("/portal/sign-in", data={"username": "target", "password": PASSWORD, "csrf": csrf})
+    assert blocked.status_code == 429 and "Wait 15 minutes" in blocked.text
+    assert signed_in(site, "anna").get("/portal").status_code == 200, "other user names are not blocked"

@@ -25,6 +25,7 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def mount(app: FastAPI) -> None:
+    app.state.sign_in_throttle = routes.SignInThrottle()
     app.include_router(routes.router)
     app.include_router(viewer.router)
     app.include_router(shares.router)

@@ -53,9 +53,6 @@ class SignInThrottle:
         self._failures.pop(username.lower(), None)
 
 
-_throttle = SignInThrottle()
-
-
 def _archive(request: Request) -> Archive:
     archive: Archive = request.app.state.archive
     return archive
@@ -84,15 +81,16 @@ async def sign_in(request: Request) -> Response:
     expected = request.cookies.get(SIGNIN_COOKIE, "")
     if not expected or not hmac.compare_digest(expected, str(form.get("csrf", ""))):
         return _sign_in_page(request, "The sign-in form had expired. Please try again.", username, 400)
-    if _throttle.locked(username):
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    if throttle.locked(username):
         message = "Too many wrong passwords for this user name. Wait 15 minutes, then try again."
         return _sign_in_page(request, message, username, 429)
     authz = request.app.state.authorization
     user = await run_in_threadpool(authz.users.authenticate, username, password)
     if user is None:
-        _throttle.failed(username)
+        throttle.failed(username)
         return _sign_in_page(request, "That user name and password do not match.", username, 401)
-    _throttle.succeeded(username)
+    throttle.succeeded(username)
     token = await run_in_threadpool(session.issue_user_token, authz, user)
     response = RedirectResponse("/portal", status_code=303)
     session.start(request, response, "user", token)
