@@ -41,15 +41,17 @@ def encode(file_set_id: str, roots: list[Record], instance_uid: str) -> bytes:
     top = _top(file_set_id, 0, 0)
     position = len(head) + len(top) + 12
     offsets: dict[int, int] = {}
+    encoded: list[bytearray] = []
     for record in ordered:
         offsets[id(record)] = position
-        position += 8 + len(_encoded(record.ds))
+        encoded.append(bytearray(_encoded(record.ds)))
+        position += 8 + len(encoded[-1])
     links = _sibling_links(roots, offsets)
     items: list[bytes] = []
-    for record in ordered:
-        _set_links(record, links.get(id(record), {}))
-        content = _encoded(record.ds)
-        items += [struct.pack("<HHI", 0xFFFE, 0xE000, len(content)), content]
+    for record, content in zip(ordered, encoded, strict=True):
+        link = links.get(id(record), {})
+        _patch_links(content, link.get("next", 0), link.get("lower", 0))
+        items += [struct.pack("<HHI", 0xFFFE, 0xE000, len(content)), bytes(content)]
     first = offsets[id(roots[0])] if roots else 0
     last = offsets[id(roots[-1])] if roots else 0
     sequence = struct.pack("<HH2sHI", 0x0004, 0x1220, b"SQ", 0, 0xFFFFFFFF) + b"".join(items)
@@ -74,6 +76,21 @@ def _sibling_links(records: list[Record], offsets: dict[int, int]) -> dict[int, 
         }
         links.update(_sibling_links(record.children, offsets))
     return links
+
+
+_LINKS_LAYOUT = struct.Struct("<HH2sHIHH2sHHHH2sHI")
+"""(0004,1400) UL, (0004,1410) US, (0004,1420) UL: the first 34 bytes of every encoded record."""
+
+
+def _patch_links(content: bytearray, following: int, lower: int) -> None:
+    """Write the two offsets into a record encoded with zeros (same length: UL is fixed size)."""
+    fields = list(_LINKS_LAYOUT.unpack_from(content))
+    if fields[:4] != [0x0004, 0x1400, b"UL", 4] or fields[5:9] != [0x0004, 0x1410, b"US", 2]:
+        raise AssertionError("a directory record does not start with its link elements")
+    if fields[10:14] != [0x0004, 0x1420, b"UL", 4]:
+        raise AssertionError("a directory record does not start with its link elements")
+    struct.pack_into("<I", content, 8, following)
+    struct.pack_into("<I", content, 30, lower)
 
 
 def _set_links(record: Record, link: dict[str, int]) -> None:

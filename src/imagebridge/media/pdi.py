@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -31,8 +32,8 @@ from sqlalchemy import select
 
 from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import InvalidInput, NotFound
+from imagebridge.index import schema
 from imagebridge.index.lookup import StoredInstance, Target
-from imagebridge.index.schema import patients, studies
 from imagebridge.media import dicomdir, pages
 from imagebridge.media.zipstream import Entry, ZipLayout
 from imagebridge.services.archive import Archive
@@ -133,15 +134,21 @@ class _Builder:
         key = self.archive.lookup.patient_of(study_uid)
         if key is None:
             raise NotFound(f"study {study_uid} is not in the archive")
+        numbers = _instance_numbers(self.archive, study_uid)
         for stored in self.archive.lookup.instances(Target(study_uid)):
-            self._add_instance(key, stored)
+            self._add_instance(key, stored, numbers.get(stored.sop_uid))
 
-    def _add_instance(self, patient_key: tuple[str, str], stored: StoredInstance) -> None:
+    def _add_instance(self, patient_key: tuple[str, str], stored: StoredInstance, number: int | None) -> None:
         path = self.archive.blobs.path(stored.blob_key)
         if path is None:
             raise InvalidInput("media export needs a blob store with local files")
-        ds = read_stored(path, stop_before_pixels=True)
-        _complete(ds, stored)
+        known = self.patients.get(patient_key)
+        study = known.studies.get(stored.study_uid) if known else None
+        series = study.series.get(stored.series_uid) if study else None
+        ds = _image_header(series.header, stored, number) if series else None
+        if ds is None:  # the first instance of a series, or not an image: its own header
+            ds = read_stored(path, stop_before_pixels=True)
+            _complete(ds, stored)
         patient = self._patient(patient_key, ds)
         study = self._study(patient, ds, stored)
         series = self._series(study, ds, stored)
@@ -157,9 +164,10 @@ class _Builder:
         self._records[(stored.study_uid, stored.series_uid)].children.append(leaf)
         with path.open("rb") as fp:
             prefix = b"" if fp.read(132)[128:] == b"DICM" else PREAMBLE
+            size = os.fstat(fp.fileno()).st_size
         entry = Entry(
             "/".join(file_id),
-            len(prefix) + path.stat().st_size,
+            len(prefix) + size,
             opener=functools.partial(self.archive.blobs.open, stored.blob_key),
             prefix=prefix,
             path=path,
@@ -192,17 +200,43 @@ class _Builder:
         return study.series[stored.series_uid]
 
 
+def _instance_numbers(archive: Archive, study_uid: str) -> dict[str, int]:
+    query = (
+        select(schema.instances.c.sop_uid, schema.instances.c.instance_number)
+        .join(schema.series, schema.instances.c.series_pk == schema.series.c.pk)
+        .join(schema.studies, schema.series.c.study_pk == schema.studies.c.pk)
+        .where(schema.studies.c.study_uid == study_uid)
+    )
+    with archive.engine.connect() as conn:
+        return {
+            row.sop_uid: row.instance_number for row in conn.execute(query) if row.instance_number is not None
+        }
+
+
+def _image_header(series_header: Dataset, stored: StoredInstance, number: int | None) -> Dataset | None:
+    """What an IMAGE record needs, from the index alone, for a further instance of a series whose
+    first header was read; None when the instance would not get an IMAGE record (SR, PR, KO...)."""
+    ds = Dataset()
+    ds.SOPClassUID = stored.sop_class_uid
+    ds.Modality = series_header.get("Modality") or "OT"
+    if four_level_record_type(ds) != "IMAGE":
+        return None
+    ds.SOPInstanceUID = stored.sop_uid
+    ds.InstanceNumber = number if number is not None else 1
+    return ds
+
+
 def _complete(ds: Dataset, stored: StoredInstance) -> None:
     """Give the header the Type 1 keys of PS3.3 §F.5 that records need, from the index or a
     neutral value, when the stored object lacks them (tolerant on read, strict on write)."""
-    ds.SOPClassUID = stored.sop_class_uid
-    ds.SOPInstanceUID = stored.sop_uid
-    ds.StudyInstanceUID = stored.study_uid
-    ds.SeriesInstanceUID = stored.series_uid
-    defaults = {
+    defaults: dict[str, object] = {
+        "SOPClassUID": stored.sop_class_uid,
+        "SOPInstanceUID": stored.sop_uid,
+        "StudyInstanceUID": stored.study_uid,
+        "SeriesInstanceUID": stored.series_uid,
         "PatientID": "UNKNOWN",
-        "StudyDate": ds.get("SeriesDate") or ds.get("ContentDate") or "19000101",
-        "StudyTime": ds.get("SeriesTime") or ds.get("ContentTime") or "000000",
+        "StudyDate": "",
+        "StudyTime": "",
         "StudyID": "1",
         "Modality": "OT",
         "SeriesNumber": 1,
@@ -210,6 +244,10 @@ def _complete(ds: Dataset, stored: StoredInstance) -> None:
     }
     for keyword, value in defaults.items():
         if keyword not in ds or ds[keyword].VM == 0:
+            if keyword == "StudyDate":
+                value = ds.get("SeriesDate") or ds.get("ContentDate") or "19000101"
+            elif keyword == "StudyTime":
+                value = ds.get("SeriesTime") or ds.get("ContentTime") or "000000"
             setattr(ds, keyword, value)
 
 
@@ -284,13 +322,13 @@ def patient_studies(archive: Archive, patient_id: str, issuer: str | None = None
     """The Study Instance UIDs of a patient, oldest first; with several issuers for the same
     Patient ID, ``issuer`` must say which patient is meant (PS3.3 §C.7.1.1 identity is the pair)."""
     query = (
-        select(patients.c.issuer, studies.c.study_uid)
-        .join(studies, studies.c.patient_pk == patients.c.pk)
-        .where(patients.c.patient_id == patient_id)
-        .order_by(studies.c.study_date, studies.c.study_time, studies.c.pk)
+        select(schema.patients.c.issuer, schema.studies.c.study_uid)
+        .join(schema.studies, schema.studies.c.patient_pk == schema.patients.c.pk)
+        .where(schema.patients.c.patient_id == patient_id)
+        .order_by(schema.studies.c.study_date, schema.studies.c.study_time, schema.studies.c.pk)
     )
     if issuer is not None:
-        query = query.where(patients.c.issuer == issuer)
+        query = query.where(schema.patients.c.issuer == issuer)
     with archive.engine.connect() as conn:
         rows = conn.execute(query).all()
     if not rows:
