@@ -9,9 +9,11 @@ log holds an event for each step. Timings of the steps are printed (run with ``-
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
+import httpx
 import pydicom
 from playwright.sync_api import Browser, Page, expect
 from pydicom.fileset import FileSet
@@ -121,8 +123,30 @@ def test_patient_shares_a_study_and_revokes_it(
     viewed = {(e.user, e.share_id) for e in events if ct in e.studies and e.outcome in ("allow", "success")}
     assert ("anna", None) in viewed, "the patient's viewing left no AuditEvent"
     assert any(share == share_id for _user, share in viewed), "the recipient's viewing left no AuditEvent"
+    fhir_actions = fhir_audit_actions(page, site)
+    for wanted in ("share-create", "share-redeem", "download", "share-revoke"):
+        assert wanted in fhir_actions, f"/fhir/AuditEvent?patient= lacks {wanted}; has {sorted(fhir_actions)}"
     print(f"\nAuditEvents by action: { {a: sum(e.action == a for e in events) for a in sorted(actions)} }")
     print("\n" + times.report("Patient and recipient journey"))
+
+
+def fhir_audit_actions(page: Page, site: Site) -> set[str]:
+    """Our action names in the patient's ``/fhir/AuditEvent?patient=`` Bundle, read with her own token."""
+    config = page.request.get(f"{site.url}/viewer/app-config.js").text()
+    token = re.search(r'var token = "([^"]+)"', config)
+    assert token is not None, "the signed-in patient's viewer config carries no token"
+    bundle = httpx.get(
+        f"{site.url}/fhir/AuditEvent",
+        params={"patient": site.anna_patient, "_count": "500"},
+        headers={"Authorization": f"Bearer {token[1]}", "Accept": "application/fhir+json"},
+    ).json()
+    assert bundle.get("resourceType") == "Bundle", bundle
+    return {
+        coding["code"]
+        for entry in bundle.get("entry", [])
+        for coding in entry["resource"].get("subtype", [])
+        if coding.get("system") == "urn:imagebridge:audit-action"
+    }
 
 
 def check_zip(site: Site, data: bytes, study_uids: list[str]) -> None:
