@@ -124,6 +124,7 @@ def test_share_download_follows_the_share(site: Site, download: bool) -> None:
         created.link, data={"code": created.code, "birth_date": "1980-02-14", "csrf": csrf_of(form.text)}
     )
     assert opened.url.path.endswith("/studies") and opened.text.count('class="card study"') == 1
+    assert "Report: Diagnosis" in opened.text, "the shared study's report is not shown to the recipient"
     answer = client.get(f"/portal/download?study={site.anna_studies['CT_small.dcm']}")
     if download:
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"

@@ -403,7 +403,9 @@ async def recipient_studies(request: Request, share_id: str) -> Response:
     current = await _recipient(request, share_id)
     if isinstance(current, Response):
         return current
-    rows = await run_in_threadpool(studies.visible, request.app.state.archive, current.principal)
+    archive = request.app.state.archive
+    rows = await run_in_threadpool(studies.visible, archive, current.principal)
+    reports = await run_in_threadpool(lambda: {r.uid: studies.report(archive, r) for r in rows})
     base = f"/s/{share_id}"
     cards = "".join(
         pages.study_card(
@@ -416,7 +418,7 @@ async def recipient_studies(request: Request, share_id: str) -> Response:
                 can_download=current.principal.download,
                 can_send=current.principal.download,
             ),
-            report=None,
+            report=reports[r.uid],
             show_patient=False,
         )
         for r in rows
