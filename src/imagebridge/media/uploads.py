@@ -163,7 +163,8 @@ class Uploads:
         with self.engine.begin() as conn:
             conn.execute(delete(media_uploads).where(media_uploads.c.upload_id == upload_id))
 
-    def _set(self, upload_id: str, **values: Any) -> Upload:
+    def update(self, upload_id: str, **values: Any) -> Upload:
+        """Set columns of one upload (``result`` as JSON) and its ``updated_at``."""
         if "result" in values and values["result"] is not None:
             values["result"] = json.dumps(values["result"])
         with self.engine.begin() as conn:
@@ -231,7 +232,7 @@ class ChunkWriter:
         finally:
             self._fp.close()
         end = self.offset + self.written
-        self.upload = self.uploads._set(
+        self.upload = self.uploads.update(
             self.upload_id, received=end, state=COMPLETE if end == self.upload.size else RECEIVING
         )
         return self.upload
@@ -276,13 +277,13 @@ def run_import(
     try:
         result = _import(archive, uploads.path(upload_id), upload, staff=staff, source=source)
     except ImageBridgeError:
-        uploads._set(upload_id, state=before)
+        uploads.update(upload_id, state=before)
         raise
     except Exception as exc:
-        uploads._set(upload_id, state=FAILED, result={"error": f"{type(exc).__name__}: {exc}"})
+        uploads.update(upload_id, state=FAILED, result={"error": f"{type(exc).__name__}: {exc}"})
         raise
     state = IMPORTED if result["imported"] else REVIEW
-    done = uploads._set(upload_id, state=state, result=result)
+    done = uploads.update(upload_id, state=state, result=result)
     if state == IMPORTED:
         uploads.path(upload_id).unlink(missing_ok=True)
     return done
