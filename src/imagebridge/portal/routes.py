@@ -31,6 +31,8 @@ _IMAGE_PATH = re.compile(
     r"/(thumbnail|rendered)$"
 )
 MAX_FAILURES = 5
+MAX_LISTED = 100
+"""Studies shown on one list page (newest first); staff narrow it by choosing a patient."""
 LOCK_SECONDS = 15 * 60
 
 
@@ -123,7 +125,7 @@ async def home(
     archive = _archive(request)
     rows = await run_in_threadpool(studies.visible, archive, current.principal)
     people = studies.patients_of(rows)
-    shown = [r for r in rows if r.patient.fhir_id == patient] if patient else rows
+    shown = ([r for r in rows if r.patient.fhir_id == patient] if patient else rows)[:MAX_LISTED]
     reports = await run_in_threadpool(lambda: {r.uid: studies.report(archive, r) for r in shown})
     is_patient = current.role in ("patient", "proxy")
     cards = "".join(
@@ -139,6 +141,7 @@ async def home(
         for r in shown
     )
     heading = "Your studies" if is_patient else "Studies you may see"
+    more = len(rows if not patient else [r for r in rows if r.patient.fhir_id == patient]) - len(shown)
     if not rows:
         hint = "There are no images for you yet. When the imaging department files them, they appear here."
     elif is_patient:
@@ -152,6 +155,7 @@ async def home(
         + (pages.patient_table(rows) if not is_patient and not patient and len(people) > 1 else "")
         + pages.download_all(people, patient, len(shown))
         + (f'<ul class="studies" aria-label="Studies">{cards}</ul>' if cards else "")
+        + (f"<p>{more} older studies are not shown; choose a patient to see theirs.</p>" if more > 0 else "")
     )
     return layout.response(heading, body, **chrome(current, "/portal"))
 
@@ -191,8 +195,7 @@ async def forward_image(request: Request, path: str, current: Session) -> Respon
     match = _IMAGE_PATH.match(path)
     if match is None:
         return Response("only thumbnails and rendered frames are served here", status_code=404)
-    row = await run_in_threadpool(studies.find, _archive(request), current.principal, match["study"])
-    if row is None:
+    if not await run_in_threadpool(studies.may_read, _archive(request), current.principal, match["study"]):
         return Response("this study is not yours to see", status_code=403)
     transport = httpx.ASGITransport(app=request.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://portal.internal") as client:

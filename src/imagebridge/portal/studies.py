@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement
 
 from imagebridge.auth import policy
 from imagebridge.auth.policy import Principal
-from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow
+from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow, fhir_id
 from imagebridge.index.lookup import Target as StoredTarget
 from imagebridge.index.schema import fhir_patient_ids, studies
 from imagebridge.services.archive import Archive
@@ -59,6 +59,16 @@ def find(archive: Archive, principal: Principal, study_uid: str) -> StudyRow | N
     if not rows:
         return None
     return rows[0] if policy.check(principal, target(rows[0])).allowed else None
+
+
+def may_read(archive: Archive, principal: Principal, study_uid: str) -> bool:
+    """Whether ``principal`` may read the study (one small query; not audited: the DICOMweb
+    request that follows is)."""
+    found = archive.lookup.patient_of(study_uid)
+    if found is None:
+        return False
+    patient = policy.Target("ImagingStudy", "read", patient=fhir_id(*found), study_uid=study_uid)
+    return policy.decide(principal, patient).allowed
 
 
 def patients_of(rows: list[StudyRow]) -> list[PatientRow]:
