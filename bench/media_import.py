@@ -1,6 +1,6 @@
 """Throughput of ``imagebridge import`` on a disc-like folder of many small instances (issue 6).
 
-    python -m bench.media_import --instances 10000 --work /tmp/ib-media-bench [--zip] [--dicomdir]
+    python -m bench.media_import --instances 10000 --work /tmp/ib-media-bench [--zip] [--dicomdir] [--pixels 16]
 
 Builds ``--instances`` small synthetic CT instances (``tests/factory.py``; 100 per study, 10 per
 series) in ``WORK/disc/DICOM/...`` (or a zip of it, or a PDI file set with a DICOMDIR written by
@@ -26,7 +26,7 @@ from tests.factory import make_instance, part10
 PER_STUDY, PER_SERIES = 100, 10
 
 
-def build(folder: Path, count: int) -> int:
+def build(folder: Path, count: int, pixels: int = 16) -> int:
     """Write ``count`` instances under ``folder``; returns their total size in bytes."""
     total = 0
     for index in range(count):
@@ -39,7 +39,7 @@ def build(folder: Path, count: int) -> int:
         ds = make_instance(
             study=study,
             series=series,
-            pixels=16,
+            pixels=pixels,
             PatientID=patient,
             PatientName=f"Bench^Patient{study_no}",
             StudyID=str(study_no),
@@ -92,6 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--pixels", type=int, default=16, help="rows and columns of each instance")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ib-media-bench"))
     parser.add_argument("--zip", action="store_true", help="import a zip of the folder instead")
     parser.add_argument(
@@ -100,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     disc = args.work / "disc"
-    size = build(disc, args.instances)
+    size = build(disc, args.instances, args.pixels)
     target = disc
     if args.zip:
         target = args.work / "disc.zip"
