@@ -62,7 +62,7 @@ border:1px solid var(--accent);cursor:pointer;text-decoration:none;background:va
 button.secondary,.button.secondary{background:#fff;color:var(--accent)}
 button.danger{background:#fff;color:var(--bad);border-color:var(--bad)}
 :focus-visible{outline:3px solid #f9ab00;outline-offset:2px}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #dde}
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #dde}
 .studies{list-style:none;padding:0;margin:0;display:grid;gap:1rem;grid-template-columns:repeat(auto-fill,minmax(17rem,1fr))}
 .study img{width:100%;max-height:14rem;object-fit:contain;background:#000;border-radius:.3rem}
 .study .actions{display:flex;flex-wrap:wrap}
@@ -211,6 +211,23 @@ def button(text: str, kind: str = "", *, name: str = "", value: str = "") -> str
     return f'<button type="submit" class="{esc(kind)}"{named}>{esc(text)}</button>'
 
 
+COPY_SCRIPT = """
+document.querySelectorAll('[data-copy]').forEach(function (b) {
+  b.hidden = !navigator.clipboard;
+  b.addEventListener('click', function () {
+    var text = document.getElementById(b.dataset.copy).textContent.trim();
+    navigator.clipboard.writeText(text).then(function () { b.textContent = 'Copied'; });
+  });
+});
+"""
+"""Pass as ``script=`` on a page with :func:`copy_button`s."""
+
+
+def copy_button(target_id: str, label: str) -> str:
+    """A button that copies the text of element ``target_id`` (hidden where the clipboard is not available)."""
+    return f'<button type="button" class="secondary" data-copy="{esc(target_id)}">{esc(label)}</button>'
+
+
 def form(action: str, csrf: str | None, inner: str, *, label: str = "", method: str = "post") -> str:
     """A form; POST forms carry the CSRF token as the hidden field ``csrf``."""
     token = f'<input type="hidden" name="csrf" value="{esc(csrf)}">' if csrf and method == "post" else ""
@@ -220,7 +237,14 @@ def form(action: str, csrf: str | None, inner: str, *, label: str = "", method: 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, caption: str = "") -> str:
     """A table; cells are trusted HTML (escape values with :func:`esc`)."""
-    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
+    titles = list(headers)
+    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in titles)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    if not body:
+        body = f'<tr><td colspan="{len(titles)}" class="muted">None yet.</td></tr>'
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    region = esc(caption or "Table")
+    return (
+        f'<div class="scroll" role="region" aria-label="{region}" tabindex="0">'
+        f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )

@@ -203,8 +203,10 @@ async def create_share(request: Request, current: SignedIn) -> Response:
         + layout.alert("Write down or copy the code now: it is shown only this once.", "ok")
         + '<div class="card">'
         f'<h2>Link</h2><p class="secret" id="share-link">{esc(link)}</p>'
-        f'<h2>Access code</h2><p class="secret" id="share-code">{esc(created.code)}</p>'
-        f"<p>Valid until {esc(created.share.expires_at.strftime('%Y-%m-%d %H:%M UTC'))}; "
+        + layout.copy_button("share-link", "Copy the link")
+        + f'<h2>Access code</h2><p class="secret" id="share-code">{esc(created.code)}</p>'
+        + layout.copy_button("share-code", "Copy the code")
+        + f"<p>Valid until {esc(created.share.expires_at.strftime('%Y-%m-%d %H:%M UTC'))}; "
         f"{'download allowed' if created.share.allow_download else 'viewing only'}; "
         f"{len(created.share.studies)} {'study' if len(created.share.studies) == 1 else 'studies'}.</p>"
         "</div>"
@@ -214,7 +216,7 @@ async def create_share(request: Request, current: SignedIn) -> Response:
         )
         + '<p><a class="button secondary" href="/portal/shares">See all your shares</a></p>'
     )
-    return layout.response("Share created", body, **routes.chrome(current, ""))
+    return layout.response("Share created", body, script=layout.COPY_SCRIPT, **routes.chrome(current, ""))
 
 
 def _absolute(request: Request, path: str) -> str:
