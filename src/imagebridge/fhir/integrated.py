@@ -28,7 +28,9 @@ def authority(request: Request) -> TokenAuthority:
 
 
 def ehr(request: Request) -> EhrAuthority | None:
+    """The outside EHR, when this server runs integrated (seen through the share-token wrapper)."""
     found = request.app.state.authority
+    found = getattr(found, "inner", found)
     return found if isinstance(found, EhrAuthority) else None
 
 
