@@ -393,6 +393,7 @@ class AuthorizationServer:
             studies=tuple(share["studies"]) if share else None,
             share=share["id"] if share else None,
             download=bool(share["download"]) if share else True,
+            role=str(user.role.value) if user is not None else None,
         )
 
     def introspect(self, form: Mapping[str, str], bearer: str | None, where: Endpoints) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import ColumnElement
@@ -66,18 +66,8 @@ def caller(request: Request) -> Principal:
     archive: Archive = request.app.state.archive
     if archive.settings.dicomweb_anonymous:
         return policy.anonymous()
-    authority = request.app.state.authority
-    principal: Principal = authority.principal(bearer_token(request))
-    return _with_role(principal, authority)
-
-
-def _with_role(principal: Principal, authority: Any) -> Principal:
-    """Add the signed-in user's role when the authority knows its users (the local server)."""
-    users = getattr(authority, "users", None)
-    if principal.role is not None or principal.subject is None or users is None:
-        return principal
-    user = users.get(principal.subject)
-    return dataclasses.replace(principal, role=str(user.role.value)) if user is not None else principal
+    principal: Principal = request.app.state.authority.principal(bearer_token(request))
+    return principal
 
 
 @dataclass(frozen=True)
