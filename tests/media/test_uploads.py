@@ -241,3 +241,33 @@ def test_portal_page_session_upload_and_result_page(api: Api, disc_zip: bytes) -
         assert shown.status_code == 200
         assert "waiting for staff review" in shown.text and "Archibald Doe" in shown.text
         assert client.get("/portal/import/unknown-unknown-unknown").status_code == 404
+
+
+def test_a_patients_own_studies_are_filed_and_only_those(api: Api) -> None:
+    from imagebridge.fhir.index import fhir_id
+    from tests.factory import make_instance, part10
+
+    me = fhir_id("MRN-7", "HOSP")
+    mine = [
+        make_instance(PatientID="MRN-7", IssuerOfPatientID="HOSP", PatientName="Seven^Pat") for _ in range(2)
+    ]
+    stranger = make_instance(PatientID="MRN-7", PatientName="Seven^Pat")  # no issuer: not provably me
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for number, ds in enumerate([*mine, stranger]):
+            zf.writestr(f"IM{number}", part10(ds))
+    data = buffer.getvalue()
+    patient = api.token("patient/ImagingStudy.c", patient=me)
+    with httpx.Client(base_url=api.base, timeout=30) as client:
+        upload_id = _create(client, patient, "mine.zip", len(data))
+        client.patch(f"/api/uploads/{upload_id}", content=data, headers={**patient, "Upload-Offset": "0"})
+        body = client.post(f"/api/uploads/{upload_id}/import", headers=patient).json()
+    assert body["state"] == "review"
+    decisions = {s["study_uid"]: s["decision"] for s in body["result"]["studies"]}
+    assert {decisions[ds.StudyInstanceUID] for ds in mine} == {
+        "filed under your record (the disc names you by this hospital's Patient ID)"
+    }
+    assert decisions[stranger.StudyInstanceUID] == "waiting for staff review"
+    assert body["result"]["stored"] == 2 and body["result"]["waiting_review"] == 1
+    assert api.archive.lookup.patient_of(mine[0].StudyInstanceUID) == ("MRN-7", "HOSP")
+    assert api.archive.lookup.patient_of(stranger.StudyInstanceUID) is None

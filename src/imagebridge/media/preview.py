@@ -41,6 +41,7 @@ class StudyPreview:
     series: set[str] = field(default_factory=set)
     instances: int = 0
     bytes: int = 0
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _add(result: Preview, candidate: Candidate) -> None:
     )
     study.instances += 1
     study.bytes += candidate.size
+    study.candidates.append(candidate)
     study.series.add(str(ds.get("SeriesInstanceUID") or ""))
     if ds.get("Modality"):
         study.modalities.add(str(ds.Modality))

@@ -8,9 +8,10 @@ processes) and the offset is committed after the bytes are on disk, so a crash l
 chunk in flight and never records bytes that are not there.
 
 The import reads the finished file as media (``media.sources``: a zip, an ISO image or one DICOM
-file), then stores it through ``services.importer``. A patient's own upload is never filed
-automatically: it waits for staff review, and staff import it later (usually naming a source,
-so reconciliation decides whose it is). So a patient's upload is never linked to anyone else.
+file), then stores it through ``services.importer``. From a patient, only the studies that name
+the uploader exactly (the Patient ID and Issuer of their record here) are filed; every other study
+waits for staff, who import the upload later (usually naming a source, so reconciliation decides
+whose it is). So a patient's upload is only ever linked to that patient, or left for review.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 
 from imagebridge.errors import Conflict, ImageBridgeError, InvalidInput, NotFound
+from imagebridge.fhir.index import fhir_id
 from imagebridge.index.schema import media_uploads
 from imagebridge.media import batch, preview, sources
 from imagebridge.services import importer
@@ -296,13 +298,40 @@ def _import(
     notes: list[str] = []
     candidates = list(sources.discover([path], skipped, notes))
     seen = preview.preview(candidates, preview.Preview(skipped=[]))
-    if not staff:
-        return _result(upload, path, seen, None, skipped + seen.skipped, notes, "waiting for staff review")
-    reconciling = _source_import(archive, source) if source else None
-    summary = importer.Summary(skipped=skipped)
-    batch.import_all(archive.ingest, candidates, summary, source=reconciling)
-    default = "filed as received (no source named, so no reconciliation)"
-    return _result(upload, path, seen, summary, summary.skipped, notes, default)
+    summary = importer.Summary(skipped=skipped + seen.skipped)
+    if staff:
+        reconciling = _source_import(archive, source) if source else None
+        readable = [c for p in seen.patients.values() for s in p.studies.values() for c in s.candidates]
+        batch.import_all(archive.ingest, readable, summary, source=reconciling)
+        decided = {uid: summary.decisions.get(uid) or AS_RECEIVED for uid in _study_uids(seen)}
+        return _result(upload, path, seen, summary, decided, notes)
+    own = _own_studies(archive, seen, upload.patient)
+    batch.import_all(archive.ingest, [c for s in own for c in s.candidates], summary)
+    decided = {uid: SELF if uid in {s.study_uid for s in own} else REVIEW_WAIT for uid in _study_uids(seen)}
+    return _result(upload, path, seen, summary, decided, notes)
+
+
+AS_RECEIVED = "filed as received (no source named, so no reconciliation)"
+SELF = "filed under your record (the disc names you by this hospital's Patient ID)"
+REVIEW_WAIT = "waiting for staff review"
+
+
+def _study_uids(seen: preview.Preview) -> list[str]:
+    return [uid for patient in seen.patients.values() for uid in patient.studies]
+
+
+def _own_studies(archive: Archive, seen: preview.Preview, patient: str | None) -> list[preview.StudyPreview]:
+    """The studies of a patient's upload that name the uploader exactly: the same Patient ID and
+    Issuer as their record here (its FHIR id is derived from that pair). Only these may be filed
+    without review, and only where a stored instance can never be replaced by an upload."""
+    if patient is None or archive.settings.replace_on_conflict:
+        return []
+    return [
+        study
+        for person in seen.patients.values()
+        if person.patient_id and fhir_id(person.patient_id, person.issuer) == patient
+        for study in person.studies.values()
+    ]
 
 
 def _source_import(archive: Archive, name: str) -> Any:
@@ -316,10 +345,9 @@ def _result(
     upload: Upload,
     path: Path,
     seen: preview.Preview,
-    summary: importer.Summary | None,
-    skipped: list[tuple[str, str]],
+    summary: importer.Summary,
+    decided: dict[str, str],
     notes: list[str],
-    default: str,
 ) -> dict[str, Any]:
     def shown(name: str) -> str:
         return name.replace(str(path), upload.name, 1)
@@ -337,19 +365,25 @@ def _result(
             "modalities": sorted(study.modalities),
             "series": len(study.series),
             "instances": study.instances,
-            "decision": (summary.decisions.get(study.study_uid) if summary else None) or default,
+            "decision": decided[study.study_uid],
         }
         for patient in seen.patients.values()
         for study in patient.studies.values()
     ]
+    waiting = sum(
+        study.instances
+        for patient in seen.patients.values()
+        for study in patient.studies.values()
+        if decided[study.study_uid] == REVIEW_WAIT
+    )
     return {
-        "imported": summary is not None,
+        "imported": waiting == 0,
         "studies": studies,
-        "stored": summary.stored if summary else 0,
-        "already_present": summary.already_present if summary else 0,
-        "waiting_review": summary.waiting_review if summary else seen.instances,
-        "refused": [{"name": shown(n), "reason": r} for n, r in (summary.refused if summary else [])],
-        "skipped": [{"name": shown(n), "reason": r} for n, r in skipped],
-        "skipped_by_reason": dict(Counter(sources.skip_kind(r) for _, r in skipped)),
+        "stored": summary.stored,
+        "already_present": summary.already_present,
+        "waiting_review": summary.waiting_review + waiting,
+        "refused": [{"name": shown(n), "reason": r} for n, r in summary.refused],
+        "skipped": [{"name": shown(n), "reason": r} for n, r in summary.skipped],
+        "skipped_by_reason": dict(Counter(sources.skip_kind(r) for _, r in summary.skipped)),
         "notes": [shown(n) for n in notes],
     }

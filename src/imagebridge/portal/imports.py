@@ -54,7 +54,12 @@ async def import_page(session: SignedIn) -> Response:
             "or press a button to pick it. Large uploads continue where they stopped if you pick "
             "the same file again after a reload."
         )
-        + ("" if staff else '<p class="muted">Staff check your images before they join your record.</p>')
+        + (
+            ""
+            if staff
+            else '<p class="muted">Images from another hospital are checked by staff before they '
+            "join your record.</p>"
+        )
         + f'<div class="card" id="drop" data-csrf="{esc(session.csrf)}" data-who="{who}">'
         + "<p><strong>Drop a folder, zip or ISO file here</strong></p>"
         + '<label for="pick-file">Pick a zip, ISO or DICOM file</label>'

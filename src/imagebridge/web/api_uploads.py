@@ -13,7 +13,8 @@
 Who may upload: staff (a ``user/`` token of a user who reaches every patient, or a ``system/``
 token, with ``ImagingStudy.c``; or a clinician's or administrator's portal session) and patients
 (a ``patient/ImagingStudy.c`` token with a patient in context, or a patient's portal session).
-A patient's upload is never filed automatically: its import lists the studies and waits for staff.
+From a patient, only studies naming the patient's own Patient ID and Issuer are filed; the
+others wait for staff, who import the upload (normally with a source) after review.
 Portal sessions (cookie) must send their CSRF value in ``X-CSRF-Token`` on every change.
 Errors are ``{"status", "error"}``: 400, 401, 403, 404, 409 (with ``offset``), 413.
 """
