@@ -271,3 +271,34 @@ def test_a_patients_own_studies_are_filed_and_only_those(api: Api) -> None:
     assert body["result"]["stored"] == 2 and body["result"]["waiting_review"] == 1
     assert api.archive.lookup.patient_of(mine[0].StudyInstanceUID) == ("MRN-7", "HOSP")
     assert api.archive.lookup.patient_of(stranger.StudyInstanceUID) is None
+
+
+def test_staff_see_waiting_uploads_in_the_portal_and_file_them(api: Api, disc_zip: bytes) -> None:
+    add_source(api.archive)
+    patient = api.token("patient/ImagingStudy.c", patient="pat-3")
+    api.authz.users.add("rad", PASSWORD, Role.CLINICIAN)
+    with httpx.Client(base_url=api.base, timeout=30) as client:
+        upload_id = _create(client, patient, "from home.zip", len(disc_zip))
+        client.patch(f"/api/uploads/{upload_id}", content=disc_zip, headers={**patient, "Upload-Offset": "0"})
+        assert client.post(f"/api/uploads/{upload_id}/import", headers=patient).json()["state"] == "review"
+    with httpx.Client(base_url=api.base, timeout=30) as browser:
+        _sign_in(browser, "rad")
+        page = browser.get("/portal/import")
+        assert "Uploads waiting for review" in page.text and "from home.zip" in page.text
+        shown = browser.get(f"/portal/import/{upload_id}")
+        assert "File these studies" in shown.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+        assert csrf
+        forged = browser.post(f"/portal/import/{upload_id}/import", data={"csrf": "nope", "source": SOURCE})
+        assert forged.status_code == 403
+        unknown = browser.post(
+            f"/portal/import/{upload_id}/import", data={"csrf": csrf[1], "source": "nowhere"}
+        )
+        assert unknown.status_code == 409 and "nowhere" in unknown.text
+        filed = browser.post(
+            f"/portal/import/{upload_id}/import",
+            data={"csrf": csrf[1], "source": SOURCE},
+            follow_redirects=True,
+        )
+        assert filed.status_code == 200 and "31 stored" in filed.text
+        assert "Uploads waiting for review" not in browser.get("/portal/import").text

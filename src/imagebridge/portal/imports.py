@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from imagebridge.errors import NotFound
-from imagebridge.media.uploads import Upload, Uploads
+from imagebridge.errors import ImageBridgeError, NotFound
+from imagebridge.media.uploads import COMPLETE, FAILED, REVIEW, Upload, Uploads, run_import
 from imagebridge.portal import layout
 from imagebridge.portal.layout import esc
-from imagebridge.portal.session import Session, SignedIn
+from imagebridge.portal.session import Session, SignedIn, check_csrf
 from imagebridge.services.archive import Archive
 
 router = APIRouter(include_in_schema=False)
@@ -34,8 +34,9 @@ async def imports_alias() -> Response:
 
 
 @router.get("/portal/import")
-async def import_page(session: SignedIn) -> Response:
+async def import_page(request: Request, session: SignedIn) -> Response:
     staff = session.role in STAFF_ROLES
+    waiting = await run_in_threadpool(_waiting, request.app.state.archive) if staff else ""
     source = (
         layout.field(
             "source",
@@ -72,6 +73,7 @@ async def import_page(session: SignedIn) -> Response:
         + '<progress id="progress" max="100" value="0" style="width:100%;height:1.5rem"></progress>'
         + '<p id="status" role="status" aria-live="polite" class="muted">Nothing uploaded yet.</p></div>'
         + '<div id="result" aria-live="polite"></div>'
+        + waiting
     )
     return layout.response(
         "Import images",
@@ -92,7 +94,9 @@ async def result_page(request: Request, upload_id: str, session: SignedIn) -> Re
             "Upload not found", "There is no such upload.", ("/portal/import", "Import images"), status=404
         )
     body = f"<h1>Import of {esc(upload.name)}</h1>" + result_html(upload)
-    body += '<p><a class="button" href="/portal/import">Import more</a></p>'
+    if session.role in STAFF_ROLES and upload.state in (REVIEW, COMPLETE, FAILED):
+        body += _import_form(upload, session.csrf)
+    body += '<p><a class="button secondary" href="/portal/import">Import more</a></p>'
     return layout.response(
         "Import result",
         body,
@@ -100,6 +104,66 @@ async def result_page(request: Request, upload_id: str, session: SignedIn) -> Re
         who=session.display_name,
         csrf=session.csrf,
     )
+
+
+@router.post("/portal/import/{upload_id}/import")
+async def import_now(request: Request, upload_id: str, session: SignedIn) -> Response:
+    """Staff file an upload that waits (a patient's, or one not imported yet), naming its source."""
+    form = await check_csrf(request, session)
+    if session.role not in STAFF_ROLES:
+        return layout.problem("Not allowed", "Only staff import uploads for others.", status=403)
+    archive = request.app.state.archive
+    source = form.get("source", "").strip() or None
+    try:
+        await run_in_threadpool(_visible, archive, session, upload_id)
+    except NotFound:
+        return layout.problem(
+            "Upload not found", "There is no such upload.", ("/portal/import", "Import images"), status=404
+        )
+    uploads = Uploads(archive.engine, archive.settings.data_dir)
+    try:
+        await run_in_threadpool(run_import, archive, uploads, upload_id, staff=True, source=source)
+    except ImageBridgeError as exc:
+        back = (f"/portal/import/{upload_id}", "Back to the upload")
+        return layout.problem("The import did not run", exc.reason, back, status=409)
+    return RedirectResponse(f"/portal/import/{upload_id}", status_code=303)
+
+
+def _import_form(upload: Upload, csrf: str) -> str:
+    fields = layout.field(
+        "source",
+        "Source",
+        hint="The outside organisation the images come from ('imagebridge source list'); "
+        "leave empty to file them as they are.",
+    )
+    return (
+        '<div class="card"><h2>File these studies</h2>'
+        + layout.form(
+            f"/portal/import/{upload.upload_id}/import",
+            csrf,
+            fields + layout.button("Import now"),
+            label="Import now",
+        )
+        + "</div>"
+    )
+
+
+def _waiting(archive: Archive) -> str:
+    """Staff's list of uploads that wait for them (patients' uploads, mostly)."""
+    found = [u for u in Uploads(archive.engine, archive.settings.data_dir).list() if u.state == REVIEW]
+    if not found:
+        return ""
+    rows = [
+        [
+            f'<a href="/portal/import/{esc(u.upload_id)}">{esc(u.name)}</a>',
+            esc(u.owner.split(":", 1)[-1]),
+            esc(u.updated_at.strftime("%Y-%m-%d %H:%M")),
+            esc(len((u.result or {}).get("studies", []))),
+        ]
+        for u in found
+    ]
+    table = layout.table(["Upload", "From", "When", "Studies"], rows, caption="Uploads waiting for review")
+    return f'<div class="card">{table}</div>'
 
 
 def _visible(archive: Archive, session: Session, upload_id: str) -> Upload:
