@@ -302,3 +302,23 @@ def test_staff_see_waiting_uploads_in_the_portal_and_file_them(api: Api, disc_zi
         )
         assert filed.status_code == 200 and "31 stored" in filed.text
         assert "Uploads waiting for review" not in browser.get("/portal/import").text
+
+
+def test_abandoned_halves_are_removed(archive: Archive) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from imagebridge.index.schema import media_uploads
+
+    uploads = Uploads(archive.engine, archive.settings.data_dir)
+    old = uploads.create("user:a", None, "old.zip", 100)
+    uploads.append(old.upload_id, 0, [b"x" * 10])
+    done = uploads.create("user:a", None, "done.dcm", 3)
+    uploads.append(done.upload_id, 0, [b"abc"])
+    week_ago = datetime.now(UTC) - timedelta(days=8)
+    with archive.engine.begin() as conn:
+        conn.execute(update(media_uploads).values(updated_at=week_ago))
+    fresh = uploads.create("user:b", None, "new.zip", 100)
+    assert {u.upload_id for u in uploads.list()} == {done.upload_id, fresh.upload_id}
+    assert not uploads.path(old.upload_id).exists() and uploads.path(done.upload_id).exists()

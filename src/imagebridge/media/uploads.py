@@ -24,7 +24,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from imagebridge.services.archive import Archive
 
 MAX_UPLOAD_BYTES = 32 * 1024**3
 MAX_CHUNK_BYTES = 256 * 1024**2
+ABANDONED_AFTER = timedelta(days=7)
 RECEIVING, COMPLETE, IMPORTING, IMPORTED, REVIEW, FAILED = (
     "receiving",
     "complete",
@@ -112,6 +113,7 @@ class Uploads:
                 f"an upload may hold at most {MAX_UPLOAD_BYTES} bytes; this one declares {size}"
             )
         clean = _clean_name(name)
+        self.purge_abandoned()
         upload_id = secrets.token_urlsafe(18)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path(upload_id).touch(exist_ok=False)
@@ -131,6 +133,19 @@ class Uploads:
                 )
             )
         return self.get(upload_id)
+
+    def purge_abandoned(self, older_than: timedelta = ABANDONED_AFTER) -> int:
+        """Remove uploads still receiving bytes that nobody touched for ``older_than`` (a closed
+        tab that never came back), so the data directory does not fill with halves."""
+        cutoff = datetime.now(UTC) - older_than
+        query = select(media_uploads.c.upload_id).where(
+            media_uploads.c.state == RECEIVING, media_uploads.c.updated_at < cutoff
+        )
+        with self.engine.connect() as conn:
+            stale = [row.upload_id for row in conn.execute(query)]
+        for upload_id in stale:
+            self.delete(upload_id)
+        return len(stale)
 
     def get(self, upload_id: str) -> Upload:
         with self.engine.connect() as conn:
