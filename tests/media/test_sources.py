@@ -224,3 +224,10 @@ def test_tiny_alpha_and_a_dicomdir_named_directly(tmp_path: Path) -> None:
     assert len(candidates) == 31 and notes == [
         f"{root}/DICOMDIR: reading the whole folder {root} through its DICOMDIR"
     ]
+
+
+def test_every_variant_imports_the_same_31_instances(tmp_path: Path, archive: Archive) -> None:
+    for number, variant in enumerate([*VARIANTS, "DICOMDIR-empty.dcm"]):
+        summary = run_import(archive, [disc(tmp_path / str(number), variant)])
+        assert (summary.stored, summary.already_present) == ((31, 0) if number == 0 else (0, 31)), variant
+        assert len(summary.studies) == 6 and not summary.refused
