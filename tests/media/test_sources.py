@@ -231,3 +231,17 @@ def test_every_variant_imports_the_same_31_instances(tmp_path: Path, archive: Ar
         summary = run_import(archive, [disc(tmp_path / str(number), variant)])
         assert (summary.stored, summary.already_present) == ((31, 0) if number == 0 else (0, 31)), variant
         assert len(summary.studies) == 6 and not summary.refused
+
+
+def test_truncated_or_garbage_iso(tmp_path: Path) -> None:
+    root = disc(tmp_path)
+    image = tmp_path / "disc.iso"
+    _iso_of(root, image)
+    data = image.read_bytes()
+    (tmp_path / "cut.iso").write_bytes(data[: len(data) * 2 // 3])
+    candidates, skipped, _ = found([tmp_path / "cut.iso"])
+    cut = [reason for _, reason in skipped if "past the end" in reason]
+    assert candidates and cut and len(candidates) + len(cut) == 31
+    (tmp_path / "bad.iso").write_bytes(data[: len(data) * 3 // 10])
+    candidates, skipped, _ = found([tmp_path / "bad.iso"])
+    assert not candidates and skipped[0][1].startswith("damaged ISO image")

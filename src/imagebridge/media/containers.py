@@ -14,6 +14,7 @@ import io
 import os
 import re
 import stat
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -145,32 +146,39 @@ def iso_members(path: Path, skipped: Skipped) -> Iterator[Member]:
     are the names a DICOMDIR refers to (PS3.12 Annex F). pycdlib reads the directory tree; each
     file is then read straight from its extent with a file handle of its own, so members can be
     read by several threads at once."""
-    image = pycdlib.PyCdlib()
     try:
-        image.open(str(path))
-        walked = list(image.walk(iso_path="/"))
-        found: list[tuple[str, int, int]] = []
-        for directory, _subdirs, files in walked:
-            for file_name in sorted(files):
-                iso_path = f"{directory.rstrip('/')}/{file_name}"
-                record = image.get_record(iso_path=iso_path)
-                start = record.extent_location() * image.logical_block_size
-                found.append((iso_path, start, record.get_data_length()))
-    except (PyCdlibException, OSError, ValueError, IndexError, KeyError) as exc:
+        found = _iso_files(path)
+    except (PyCdlibException, OSError, ValueError, IndexError, KeyError, struct.error) as exc:
         skipped.append((str(path), f"damaged ISO image: {exc}"))
         return
-    finally:
-        image.close()
     image_size = path.stat().st_size
     for iso_path, start, size in found:
         name = "/".join(_plain(part) for part in iso_path.lstrip("/").split("/"))
         reason = unsafe_name(name)
-        if reason is None and start + size > image_size:
+        if reason is None and (size < 0 or start + size > image_size):
             reason = "unreadable: the file runs past the end of the ISO image (truncated image?)"
         if reason is not None:
             skipped.append((f"{path}!{name}", reason))
             continue
         yield Member(name, size, functools.partial(_open_slice, path, start, size))
+
+
+def _iso_files(path: Path) -> list[tuple[str, int, int]]:
+    """(ISO 9660 path, byte offset, length) of every file of the image."""
+    image = pycdlib.PyCdlib()
+    image.open(str(path))
+    try:
+        found: list[tuple[str, int, int]] = []
+        for directory, _subdirs, files in image.walk(iso_path="/"):
+            for file_name in sorted(files):
+                iso_path = f"{directory.rstrip('/')}/{file_name}"
+                record = image.get_record(iso_path=iso_path)
+                found.append(
+                    (iso_path, record.extent_location() * image.logical_block_size, record.get_data_length())
+                )
+        return found
+    finally:
+        image.close()
 
 
 def _open_slice(path: Path, start: int, size: int) -> BinaryIO:
