@@ -188,6 +188,7 @@ def test_bad_input_is_skipped_with_reasons_and_nothing_written_outside(
     (media / "truncated.dcm").write_bytes(good[: len(good) // 2])
     (media / "garbage.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
     (media / "notes.bin").write_bytes(os.urandom(300))
+    (media / "broken.zip").write_bytes(b"PK\x03\x04" + os.urandom(500))
     (media / "index.html").write_text("<html></html>")
     secret = tmp_path / "secret.dcm"
     secret.write_bytes(part10(make_instance(PatientID="SECRET")))
@@ -208,6 +209,7 @@ def test_bad_input_is_skipped_with_reasons_and_nothing_written_outside(
     assert reasons["/pipe"] == "not a regular file"
     assert reasons["/index.html"] == "not a DICOM file: web page (.html)"
     assert reasons["/notes.bin"] == "not a DICOM file (no DICM prefix)"
+    assert reasons["/broken.zip"].startswith("damaged zip archive")
     assert {n for n, _ in summary.refused} == {str(media / "truncated.dcm"), str(media / "garbage.dcm")}
     assert files_outside(tmp_path, data) == before
     assert not (tmp_path / "escape.dcm").exists() and not (tmp_path.parent / "up.dcm").exists()
