@@ -183,3 +183,51 @@ def test_unknown_or_no_study_is_refused(archive: Archive) -> None:
         pdi.plan(archive, ["1.2.3.4"])
     with pytest.raises(InvalidInput):
         pdi.plan(archive, [])
+
+
+SAMPLES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "test-SR.dcm",
+    "reportsi.dcm",
+    "rtplan.dcm",
+    "rtdose.dcm",
+    "JPEG2000.dcm",
+    "examples_ybr_color.dcm",
+    "waveform_ecg.dcm",
+    "SC_rgb.dcm",
+]
+
+
+def test_real_objects_get_the_right_records(archive: Archive, tmp_path: Path) -> None:
+    """SR, RT, waveform, multi-frame and compressed samples: record types from their SOP classes,
+    SR records without the report body, and a DICOMDIR dciodvfy accepts."""
+    from pydicom.data import get_testdata_file
+
+    for name in SAMPLES:
+        store_bytes(archive, Path(str(get_testdata_file(name))).read_bytes())
+    with archive.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from imagebridge.index.schema import studies
+
+        uids = [row.study_uid for row in conn.execute(select(studies.c.study_uid))]
+    plan = pdi.plan(archive, uids)
+    plan.write_directory(tmp_path / "out")
+    file_set = FileSet(tmp_path / "out" / "DICOMDIR")
+    assert len(file_set) == len(SAMPLES)
+    types = {inst.node.record_type for inst in file_set}
+    assert {"IMAGE", "SR DOCUMENT", "RT PLAN", "RT DOSE", "WAVEFORM"} <= types
+    for inst in file_set:
+        if inst.node.record_type == "SR DOCUMENT":
+            assert all(
+                i.RelationshipType == "HAS CONCEPT MOD" for i in inst.node._record.get("ContentSequence", [])
+            )
+    if shutil.which("dciodvfy"):
+        check = subprocess.run(
+            ["dciodvfy", "-new", str(tmp_path / "out" / "DICOMDIR")],
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+        assert not [line for line in check.stderr.splitlines() if line.startswith("Error")], check.stderr

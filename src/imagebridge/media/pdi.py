@@ -267,11 +267,34 @@ def _leaf_record(ds: Dataset, stored: StoredInstance, file_id: list[str]) -> dic
         raise InvalidInput(
             f"instance {stored.sop_uid} cannot be described in a DICOMDIR {record_type} record: {exc}"
         ) from exc
+    _document_keys(leaf.ds, ds)
     leaf.ds.ReferencedFileID = file_id
     leaf.ds.ReferencedSOPClassUIDInFile = stored.sop_class_uid
     leaf.ds.ReferencedSOPInstanceUIDInFile = stored.sop_uid
     leaf.ds.ReferencedTransferSyntaxUIDInFile = stored.transfer_syntax
     return leaf
+
+
+def _document_keys(record: Dataset, ds: Dataset) -> None:
+    """SR DOCUMENT and KEY OBJECT DOC records (PS3.3 §F.5.18, §F.5.23) carry only the content
+    items that modify the root's concept name (HAS CONCEPT MOD), not the whole report as pydicom
+    copies it; a verified report's record carries its latest Verification DateTime."""
+    if "ContentSequence" in record:
+        modifiers = [
+            item for item in record.ContentSequence if item.get("RelationshipType") == "HAS CONCEPT MOD"
+        ]
+        if modifiers:
+            record.ContentSequence = modifiers
+        else:
+            del record.ContentSequence
+    if record.get("VerificationFlag") == "VERIFIED" and "VerificationDateTime" not in record:
+        times = [
+            str(o.VerificationDateTime)
+            for o in ds.get("VerifyingObserverSequence", [])
+            if o.get("VerificationDateTime")
+        ]
+        if times:
+            record.VerificationDateTime = max(times)
 
 
 def _ordinal(mapping: Mapping[Any, object], key: object) -> str:

@@ -243,14 +243,25 @@ def _through_fileset(path: Path) -> list[str]:
         named = _file_ids(ds)
         found: list[str] = []
         if len(ds.get("DirectoryRecordSequence", [])) <= FILESET_RECORDS:
+            file_set = FileSet()
             try:
-                file_set = FileSet(ds)
+                file_set.load(ds)
                 root = file_set.root_path
                 found = [Path(i.path).relative_to(root).as_posix().upper() for i in file_set]
             except Exception:  # a tree FileSet rejects (orphans, bad offsets): the records still name files
                 found = []
+            finally:
+                _drop_staging(file_set)
     seen = set(found)
     return found + [fid for fid in named if fid not in seen]
+
+
+def _drop_staging(file_set: FileSet) -> None:
+    """FileSet makes an (empty) staging folder for writing, which reading never uses: remove it
+    now rather than whenever the object is collected."""
+    staging = getattr(file_set, "_stage", {}).get("tmpdir")
+    if staging is not None:
+        staging.cleanup()
 
 
 def _through_records(member: Member) -> list[str]:
