@@ -6,6 +6,7 @@ Values come from ``IMAGEBRIDGE_*`` environment variables, an optional TOML file
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -207,6 +208,11 @@ class Settings(BaseSettings):
         description="Serve /dicomweb without access tokens (a trusted network only; off by default).",
     )
     max_upload_bytes: int = 64 * 1024**3
+    send_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDRs) 'send to my system' may reach although they are not public "
+        "(loopback, private, link-local, unique-local); by default only public addresses are reached.",
+    )
     viewer_dir: Path | None = Field(
         default=None, description="The prepared OHIF viewer (default: var/ohif/viewer of the checkout)."
     )
@@ -228,6 +234,18 @@ class Settings(BaseSettings):
         if not value or len(value) > 16:
             raise ValueError("an AE title has 1 to 16 characters")
         return value
+
+    @field_validator("send_allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"send_allowed_networks: '{item}' is not a network like 10.20.0.0/16"
+                ) from exc
+        return [v.strip() for v in value]
 
     @property
     def effective_database_url(self) -> str:

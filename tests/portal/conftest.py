@@ -89,8 +89,8 @@ def load(archive: Archive) -> Site:
     return site
 
 
-def start_site(backend: str, tmp: Path) -> Iterator[Site]:
-    for archive in archive_per_backend(backend, tmp, dicomweb_anonymous=False):
+def start_site(backend: str, tmp: Path, **settings: object) -> Iterator[Site]:
+    for archive in archive_per_backend(backend, tmp, dicomweb_anonymous=False, **settings):
         site = load(archive)
         site.app = create_app(archive)
         site.server = BackgroundServer(site.app).start()

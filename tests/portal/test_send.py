@@ -1,21 +1,31 @@
-"""Send to my system: STOW-RS to a second imagebridge, C-STORE to a pynetdicom storescp (both port 0)."""
+"""Send to my system: STOW-RS to a second imagebridge, C-STORE to a pynetdicom storescp (both port 0).
+
+Both listen on 127.0.0.1, which a server refuses to send to unless ``send_allowed_networks`` says
+so: the ``site`` here allows 127.0.0.0/8; ``closed_site`` keeps the default (public addresses only).
+"""
 
 from __future__ import annotations
 
+import http.server
+import ipaddress
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
+from imagebridge.config import Settings
+from imagebridge.errors import NotFound
 from imagebridge.index.lookup import Target
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
 from tests.conftest import archive_per_backend
-from tests.portal.conftest import Site
+from tests.portal.conftest import Site, start_site
 from tests.portal.test_pages import csrf_of, signed_in
 
 ALL_SYNTAXES = [
@@ -27,6 +37,18 @@ ALL_SYNTAXES = [
     "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5",
 ]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    """The portal's site, allowed to send to loopback (where the test recipients listen)."""
+    yield from start_site(request.param, tmp_path, send_allowed_networks=["127.0.0.0/8"])
+
+
+@pytest.fixture
+def closed_site(tmp_path: Path) -> Iterator[Site]:
+    """The default: only public addresses may be sent to."""
+    yield from start_site("sqlite", tmp_path / "closed")
 
 
 @pytest.fixture
@@ -118,3 +140,146 @@ def test_view_only_share_cannot_send(site: Site) -> None:
         created.link, data={"code": created.code, "birth_date": "1980-02-14", "csrf": csrf_of(page.text)}
     )
     assert client.get(f"/portal/send?study={ct}").status_code == 403
+
+
+@pytest.fixture
+def loopback_site(tmp_path: Path) -> Iterator[Site]:
+    """SQLite only: a site allowed to reach 127.0.0.0/8 and nothing else private."""
+    yield from start_site("sqlite", tmp_path / "loopback", send_allowed_networks=["127.0.0.0/8"])
+
+
+PRIVATE = "not allowed to send to private addresses; ask your administrator"
+
+
+def test_private_stow_destinations_are_refused_by_default(
+    closed_site: Site, other_archive: tuple[str, object]
+) -> None:
+    url, other = other_archive
+    port = httpx.URL(url).port
+    study = closed_site.anna_studies["CT_small.dcm"]
+    client = signed_in(closed_site, "dr.grey")
+    for target in (
+        url,  # the listening second archive on 127.0.0.1
+        f"http://localhost:{port}/dicomweb",
+        f"http://2130706433:{port}/dicomweb",  # 127.0.0.1 as one number
+        f"http://[::1]:{port}/dicomweb",
+        f"http://[::ffff:127.0.0.1]:{port}/dicomweb",
+        "http://10.0.0.1/dicomweb",
+        "http://172.16.5.4/dicomweb",
+        "http://192.168.1.10/dicomweb",
+        "http://169.254.169.254/latest/meta-data",
+        "https://[fd12:3456::1]/dicomweb",
+        "https://[fe80::1]/dicomweb",
+        "http://0.0.0.0/dicomweb",
+    ):
+        answer = _send(client, study, method="stow", url=target)
+        assert answer.status_code == 400 and PRIVATE in answer.text, (target, answer.text)
+    with pytest.raises(NotFound):
+        other.lookup.instances(Target(study))  # type: ignore[attr-defined]
+
+
+def test_private_dicom_destinations_are_refused_by_default(
+    closed_site: Site, storescp: tuple[int, dict[str, bytes]]
+) -> None:
+    port, received = storescp
+    assert closed_site.app is not None
+    ct = closed_site.anna_studies["CT_small.dcm"]
+    created = closed_site.app.state.sharing.create(
+        patient=closed_site.anna_patient, studies=[ct], created_by="anna"
+    )
+    client = httpx.Client(base_url=closed_site.url, follow_redirects=True, timeout=60)
+    page = client.get(created.link)
+    client.post(
+        created.link, data={"code": created.code, "birth_date": "1980-02-14", "csrf": csrf_of(page.text)}
+    )  # a share recipient: no account at all
+    for host in ("127.0.0.1", "localhost", "::1", "10.1.2.3", "172.31.0.9", "192.168.0.4", "169.254.169.254"):
+        answer = _send(client, ct, method="dimse", host=host, port=str(port), aet="RECIPIENT")
+        assert answer.status_code == 400 and PRIVATE in answer.text, (host, answer.text)
+    assert received == {}
+
+
+def test_a_name_is_resolved_once_and_only_the_checked_address_is_reached(
+    loopback_site: Site, other_archive: tuple[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers 127.0.0.1 (allowed) at the check, then a private address;
+    the connection still goes to the checked address, and the name is asked once."""
+    from imagebridge.portal import egress
+
+    url, other = other_archive
+    port = httpx.URL(url).port
+    asked: list[str] = []
+
+    def lookup(host: str, _port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"] if len(asked) == 1 else ["10.9.9.9"]
+
+    monkeypatch.setattr(egress, "_lookup", lookup)
+    study = loopback_site.anna_studies["CT_small.dcm"]
+    answer = _send(
+        signed_in(loopback_site, "dr.grey"), study, method="stow", url=f"http://pacs.test:{port}/dicomweb"
+    )
+    assert "images were stored at http://pacs.test" in answer.text, answer.text
+    assert asked == ["pacs.test"]
+    mine = loopback_site.archive.lookup.instances(Target(study))
+    assert len(other.lookup.instances(Target(study))) == len(mine)  # type: ignore[attr-defined]
+
+
+def test_every_resolved_address_must_be_allowed(
+    loopback_site: Site, storescp: tuple[int, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagebridge.portal import egress
+
+    port, received = storescp
+    monkeypatch.setattr(egress, "_lookup", lambda host, _port: ["127.0.0.1", "169.254.169.254"])
+    client = signed_in(loopback_site, "dr.grey")
+    study = loopback_site.anna_studies["CT_small.dcm"]
+    stow = _send(client, study, method="stow", url=f"http://pacs.test:{port}/dicomweb")
+    dimse = _send(client, study, method="dimse", host="pacs.test", port=str(port), aet="RECIPIENT")
+    for answer in (stow, dimse):
+        assert answer.status_code == 400 and PRIVATE in answer.text, answer.text
+    assert received == {}
+
+
+def test_redirects_are_not_followed(loopback_site: Site, other_archive: tuple[str, object]) -> None:
+    url, other = other_archive
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"{url}/studies")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        study = loopback_site.anna_studies["CT_small.dcm"]
+        answer = _send(
+            signed_in(loopback_site, "dr.grey"),
+            study,
+            method="stow",
+            url=f"http://127.0.0.1:{server.server_port}/dicomweb",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 400 and "redirect (HTTP 307), which is not followed" in answer.text
+    with pytest.raises(NotFound):
+        other.lookup.instances(Target(study))  # type: ignore[attr-defined]
+
+
+def test_the_pinned_transport_reaches_no_other_host() -> None:
+    from imagebridge.portal import egress
+
+    destination = egress.Destination("pacs.test", 9, (ipaddress.ip_address("127.0.0.1"),))
+    with egress.client(destination, 5) as client, pytest.raises(httpx.ConnectError, match="not the checked"):
+        client.get("http://169.254.169.254:9/latest/meta-data")
+
+
+def test_allowed_networks_are_validated() -> None:
+    with pytest.raises(ValidationError, match="not a network"):
+        Settings(send_allowed_networks=["10.0.0.0/8", "intranet"])
+    assert Settings(send_allowed_networks=[" 10.20.0.0/16 "]).send_allowed_networks == ["10.20.0.0/16"]

@@ -8,19 +8,19 @@ Two ways, each reporting the outcome of every instance:
 * DICOM C-STORE (PS3.4 Annex B) to the AE the person names, through ``dimse.scu`` (stored bytes,
   stored transfer syntax; transcoded only when the peer accepts nothing else).
 
-Sending is a copy, so a share must allow downloads. The URL or address is the person's own system;
-the server connects to it from where it runs, so a deployment that must not reach some networks
-puts the portal behind an egress proxy. Every send is audited.
+Sending is a copy, so a share must allow downloads. The URL or address is the person's own system,
+and the server connects to it from where it runs: ``portal/egress.py`` resolves the host once,
+refuses it unless every address is public or inside ``Settings.send_allowed_networks``, and
+connects only to the checked addresses (no redirects followed). Every send is audited.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import httpx
 from fastapi import APIRouter, Query, Request
@@ -33,7 +33,7 @@ from imagebridge.dimse.peers import Peer
 from imagebridge.dimse.scu import AssociationFailed, Scu
 from imagebridge.fhir.index import StudyRow
 from imagebridge.index.lookup import StoredInstance, Target
-from imagebridge.portal import layout, session, studies
+from imagebridge.portal import egress, layout, session, studies
 from imagebridge.portal.layout import esc
 from imagebridge.portal.session import AnySession, Session
 from imagebridge.services.archive import Archive
@@ -141,9 +141,15 @@ def _instances(archive: Archive, row: StudyRow) -> list[StoredInstance]:
 
 def _stow(archive: Archive, row: StudyRow, form: dict[str, str]) -> tuple[str, list[Outcome]]:
     url = form.get("url", "").strip().rstrip("/")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise SendRefused("Type the full DICOMweb address, starting with https:// (or http://).")
+    if parsed.userinfo:
+        raise SendRefused("Leave the user name and password out of the address; use the access token.")
+    destination = _checked(lambda allowed: egress.check_url(parsed, allowed), archive)
     stored = _instances(archive, row)
     boundary = secrets.token_hex(16)
     headers = {
@@ -153,19 +159,32 @@ def _stow(archive: Archive, row: StudyRow, form: dict[str, str]) -> tuple[str, l
     if form.get("bearer", "").strip():
         headers["Authorization"] = f"Bearer {form['bearer'].strip()}"
     try:
-        answer = httpx.post(
-            f"{url}/studies",
-            content=_multipart(archive, stored, boundary),
-            headers=headers,
-            timeout=STOW_TIMEOUT,
-        )
+        with egress.client(destination, STOW_TIMEOUT) as client:
+            answer = client.post(
+                f"{url}/studies",
+                content=_multipart(archive, stored, boundary),
+                headers=headers,
+            )
     except httpx.HTTPError as exc:
-        raise SendRefused(
-            f"Could not reach {parsed.hostname}: {type(exc).__name__}. Check the address."
-        ) from exc
+        raise SendRefused(f"Could not reach {parsed.host}: {type(exc).__name__}. Check the address.") from exc
     if answer.status_code in (401, 403):
-        raise SendRefused(f"{parsed.hostname} refused the access token (HTTP {answer.status_code}).")
+        raise SendRefused(f"{parsed.host} refused the access token (HTTP {answer.status_code}).")
+    if answer.is_redirect:
+        raise SendRefused(
+            f"{parsed.host} answered with a redirect (HTTP {answer.status_code}), which is not followed. "
+            "Type the address of its DICOMweb service itself."
+        )
     return url, _stow_outcomes(stored, answer)
+
+
+def _checked(
+    check: Callable[[list[egress.IPNetwork]], egress.Destination], archive: Archive
+) -> egress.Destination:
+    """The destination, resolved once and checked against ``send_allowed_networks``."""
+    try:
+        return check(egress.networks(archive.settings.send_allowed_networks))
+    except egress.DestinationRefused as exc:
+        raise SendRefused(str(exc)) from exc
 
 
 def _multipart(archive: Archive, stored: list[StoredInstance], boundary: str) -> Iterator[bytes]:
@@ -212,7 +231,8 @@ def _cstore(archive: Archive, row: StudyRow, form: dict[str, str]) -> tuple[str,
         raise SendRefused("Give the host name and a port number from 1 to 65535.")
     if not aet or len(aet) > 16:
         raise SendRefused("Give the AE title of your system (1 to 16 characters).")
-    peer = Peer("recipient", aet, host, int(port_text), source="portal")
+    destination = _checked(lambda allowed: egress.check(host, int(port_text), allowed), archive)
+    peer = Peer("recipient", aet, str(destination.addresses[0]), int(port_text), source="portal")
     stored = _instances(archive, row)
     paths = {}
     for instance in stored:
