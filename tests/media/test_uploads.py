@@ -10,6 +10,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from imagebridge.media.uploads import Uploads
 from imagebridge.services.archive import Archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
+from tests.conftest import make_archive
 from tests.media.test_sources import DICOMDIR_TESTS
 from tests.reconcile.helpers import SOURCE, add_source
 
@@ -322,3 +324,48 @@ def test_abandoned_halves_are_removed(archive: Archive) -> None:
     fresh = uploads.create("user:b", None, "new.zip", 100)
     assert {u.upload_id for u in uploads.list()} == {done.upload_id, fresh.upload_id}
     assert not uploads.path(old.upload_id).exists() and uploads.path(done.upload_id).exists()
+
+
+def test_cors_lets_another_origin_upload_in_chunks(tmp_path: Path) -> None:
+    """With ``cors_origins`` set, a browser app on that origin may PATCH/PUT chunks with
+    ``Upload-Offset``/``Upload-Length`` and read where the upload stands."""
+    origin = "https://uploader.example"
+    archive = make_archive(tmp_path, f"sqlite:///{tmp_path / 'i.sqlite3'}", cors_origins=[origin])
+    app = create_app(archive)
+    running = BackgroundServer(app).start()
+    try:
+        api = Api(running.url, app.state.authorization, archive)
+        staff = api.staff()
+        for method in ("PATCH", "PUT"):
+            preflight = httpx.options(
+                f"{running.url}/api/uploads/abc",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "authorization, content-type, upload-offset, upload-length",
+                },
+            )
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == origin
+            assert method in preflight.headers["access-control-allow-methods"]
+            allowed = preflight.headers["access-control-allow-headers"].lower()
+            assert {"upload-offset", "upload-length", "authorization"} <= {
+                h.strip() for h in allowed.split(",")
+            }
+        elsewhere = httpx.options(
+            f"{running.url}/api/uploads/abc",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PATCH"},
+        )
+        assert elsewhere.status_code == 400 and "access-control-allow-origin" not in elsewhere.headers
+        with httpx.Client(base_url=running.url, headers={"Origin": origin}, timeout=30) as client:
+            upload_id = _create(client, staff, "one.dcm", 4)
+            sent = client.patch(
+                f"/api/uploads/{upload_id}", content=b"abcd", headers={**staff, "Upload-Offset": "0"}
+            )
+            assert sent.status_code == 200 and sent.headers["access-control-allow-origin"] == origin
+            exposed = {h.strip().lower() for h in sent.headers["access-control-expose-headers"].split(",")}
+            assert {"upload-offset", "upload-length", "location"} <= exposed
+            assert sent.headers["upload-offset"] == "4"
+    finally:
+        running.stop()
+        archive.close()

@@ -38,9 +38,29 @@ def create_app(archive: Archive) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=archive.settings.cors_origins,
-            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Accept", "Content-Type", "If-None-Match", "Range"],
-            expose_headers=["ETag", "Warning", "Content-Location", "Content-Range", "WWW-Authenticate"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Accept",
+                "Content-Type",
+                "If-None-Match",
+                "Range",
+                # resumable uploads (/api/uploads): where a chunk starts, and the declared size
+                "Upload-Offset",
+                "Upload-Length",
+                "Content-Range",
+            ],
+            expose_headers=[
+                "ETag",
+                "Warning",
+                "Content-Location",
+                "Content-Range",
+                "WWW-Authenticate",
+                "Location",
+                "Upload-Offset",
+                "Upload-Length",
+                "Retry-After",
+            ],
         )
     app.include_router(build_router())
     authorization = oauth.mount(app, archive)
