@@ -18,6 +18,7 @@ from imagebridge.services.reconcile import reconciler_for
 from tests.factory import part10
 from tests.reconcile.helpers import (
     HEALTH_CARD,
+    SOURCE,
     SOURCE_ISSUER,
     add_source,
     health_card,
@@ -78,6 +79,7 @@ def test_a_match_is_linked_with_the_local_identity_and_the_original_kept(local: 
         "M",
     )
     assert ds.AccessionNumber == "NORT-A1001"  # the local study's A1001 cannot collide with it
+    assert [i.LocalNamespaceEntityID for i in ds.IssuerOfAccessionNumberSequence] == [SOURCE]
     assert ds.SOPInstanceUID == disc[0].SOPInstanceUID and ds.StudyInstanceUID == study
     before = ds.OriginalAttributesSequence[0].ModifiedAttributesSequence[0]
     assert (before.PatientID, str(before.PatientName), before.AccessionNumber) == (
@@ -85,6 +87,7 @@ def test_a_match_is_linked_with_the_local_identity_and_the_original_kept(local: 
         "SMYTH^JOHN",
         "A1001",
     )
+    assert "IssuerOfAccessionNumberSequence" in before and len(before.IssuerOfAccessionNumberSequence) == 0
     assert ds.OriginalAttributesSequence[0].ReasonForTheAttributeModification == "COERCE"
     assert [(i.PatientID, i.IssuerOfPatientID) for i in ds.OtherPatientIDsSequence] == [
         ("N-778", SOURCE_ISSUER)
@@ -357,7 +360,7 @@ def test_bad_files_from_a_source_are_skipped_or_refused_with_a_reason(local: Arc
 
     from imagebridge.services import importer
     from imagebridge.services.reconcile import SourceImport, Sources
-    from tests.reconcile.helpers import SOURCE, candidate
+    from tests.reconcile.helpers import candidate
 
     reconciler = reconciler_for(local)
     source = SourceImport(reconciler, Sources(reconciler.records, local.settings).get(SOURCE))

@@ -7,7 +7,10 @@ Patient ID goes into Other Patient IDs Sequence (0010,1002), so it can still be 
 
 Accession numbers (SH, at most 16 characters) are prefixed by the source: ``PREFIX + original``
 when it fits, else ``PREFIX`` followed by the first hex digits of the SHA-256 of the original,
-up to 16 characters. The SOP, series and study UIDs are never changed.
+up to 16 characters. A prefixed accession number's Issuer of Accession Number Sequence (0008,0051)
+is one item naming the source as Local Namespace Entity ID (0040,0031); the disc's own issuer, or
+its absence, goes into Original Attributes Sequence with the rest. The SOP, series and study UIDs
+are never changed.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def coerce(
             originals[keyword] = DataElement(keyword, dictionary_VR(keyword), None)
         setattr(ds, keyword, value)
     others_changed = _add_other_id(ds, source_patient, identity, originals)
+    _set_accession_issuer(ds, source_name, originals)
     if len(originals) == 0 and not others_changed:
         return False
     item = Dataset()
@@ -138,6 +142,38 @@ def coerce(
     history.append(item)
     ds.OriginalAttributesSequence = history
     return True
+
+
+def accession_issuer(source_name: str) -> Dataset:
+    """The Issuer of Accession Number of a prefixed accession: the source, as a local namespace."""
+    item = Dataset()
+    item.LocalNamespaceEntityID = source_name
+    return item
+
+
+def _set_accession_issuer(ds: Dataset, source_name: str, originals: Dataset) -> None:
+    """A prefixed accession number is issued in the source's namespace: Issuer of Accession Number
+    Sequence (0008,0051) names the source (Local Namespace Entity ID), whatever the disc said
+    (kept in ``originals``; absent: recorded empty). An empty accession number keeps its issuer."""
+    if not str(ds.get("AccessionNumber", "")).strip():
+        return
+    wanted = accession_issuer(source_name)
+    present = ds.get("IssuerOfAccessionNumberSequence")
+    items = list(present) if present is not None else []
+    if len(items) == 1 and _same_item(items[0], wanted):
+        return
+    if present is None:
+        originals["IssuerOfAccessionNumberSequence"] = DataElement(0x00080051, "SQ", Sequence())
+    else:
+        originals.IssuerOfAccessionNumberSequence = Sequence([_copy(i) for i in items])
+    ds.IssuerOfAccessionNumberSequence = Sequence([wanted])
+
+
+def _same_item(item: Dataset, wanted: Dataset) -> bool:
+    keys = {e.keyword for e in item if str(e.value or "").strip()}
+    return keys == {e.keyword for e in wanted} and all(
+        str(item.get(e.keyword, "")).strip() == str(e.value) for e in wanted
+    )
 
 
 def _add_other_id(
