@@ -186,3 +186,25 @@ def test_repeated_wrong_passwords_block_the_user_name(site: Site) -> None:
     blocked = client.post("/portal/sign-in", data={"username": "target", "password": PASSWORD, "csrf": csrf})
     assert blocked.status_code == 429 and "Wait 15 minutes" in blocked.text
     assert signed_in(site, "anna").get("/portal").status_code == 200, "other user names are not blocked"
+
+
+def test_a_patient_finds_import_and_is_told_what_happens_to_her_upload(site: Site) -> None:
+    anna = signed_in(site, "anna")
+    studies = anna.get("/portal")
+    assert '<a href="/portal/imports">Import</a>' in studies.text
+    page = anna.get("/portal/import")
+    assert page.status_code == 200 and "What happens to your upload" in page.text
+    text = " ".join(page.text.split())
+    assert "name you exactly by your Patient ID here, <strong>PAT-ANNA</strong>" in text
+    assert "are added to your record as soon as the upload finishes" in text
+    assert "Every other study (from another hospital, or naming anyone else) waits for staff" in text
+    assert "Nothing from your upload is ever added to another person's record without a staff check" in text
+    assert 'id="drop"' in page.text
+
+    carer = signed_in(site, "carer")  # a proxy for two patients: nowhere to file an upload
+    assert '<a href="/portal/imports">Import</a>' not in carer.get("/portal").text
+    refused = carer.get("/portal/import")
+    assert "acts for several patients" in refused.text and 'id="drop"' not in refused.text
+
+    staff = signed_in(site, "dr.grey").get("/portal/import")
+    assert "What happens to your upload" not in staff.text and 'id="f-source"' in staff.text

@@ -345,8 +345,15 @@ def test_each_decision_is_audited(local: Archive, caplog: pytest.LogCaptureFixtu
     [case] = Records(local.engine).cases()
     with caplog.at_level("INFO", logger="imagebridge.audit"):
         reconciler_for(local).decide(case.pk, "accept", "user:admin")
-    [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagebridge.audit"]
+    entry, filed = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagebridge.audit"]
     assert (entry["action"], entry["outcome"], entry["user"]) == ("reconcile", "success", "admin")
+    assert (filed["action"], filed["origin"], filed["user"], filed["study"]) == (
+        "import",
+        "review",
+        "admin",
+        case.study_uid,
+    )
+    assert (filed["stored"], filed["source"], filed["case"]) == (1, SOURCE, case.pk)
     assert (entry["study"], entry["local_patient"], entry["source_patient"]) == (
         case.study_uid,
         "HOSP|L-1",

@@ -48,6 +48,24 @@ def record(outcome: str, reason: str, *, store: AuditStore | None = None, **fiel
     return entry
 
 
+CLI_CLIENT = "imagebridge-cli"
+"""The client named in records of command-line operations (the operating-system user in ``os_user``)."""
+
+
+def actor_fields(actor: str) -> dict[str, Any]:
+    """Who did it, as record columns, from the ``kind:name`` strings services pass around:
+    ``user:NAME`` (an account), ``client:ID`` (a system/ client), ``patient:ID`` (a patient's own
+    token), ``cli:OSUSER`` (the command line); anything else is taken as a user name."""
+    kind, _, name = actor.partition(":")
+    if kind == "client":
+        return {"client_id": name}
+    if kind == "patient":
+        return {"token_patient": name}
+    if kind == "cli":
+        return {"client_id": CLI_CLIENT, "os_user": name}
+    return {"user": name if kind == "user" else actor}
+
+
 def attach(store: AuditStore) -> None:
     """Make ``store`` receive records made outside any request (DIMSE handlers, CLI commands);
     held weakly, so a store nobody else uses any more stops receiving them."""

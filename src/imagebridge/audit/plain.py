@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
+from imagebridge.audit.log import CLI_CLIENT
 from imagebridge.audit.store import AuditRecord
 from imagebridge.index.schema import auth_clients, auth_users, shares, studies
 
@@ -26,7 +27,7 @@ _VERBS = {
     "search": "looked up",
     "download": "downloaded",
     "send": "sent a copy of",
-    "import": "added",
+    "import": "imported",
     "delete": "deleted",
     "reconcile": "filed outside images with",
     "share-create": "shared",
@@ -42,7 +43,7 @@ _INFINITIVES = {
     "looked up": "look up",
     "downloaded": "download",
     "sent a copy of": "send a copy of",
-    "added": "add",
+    "imported": "import",
     "deleted": "delete",
     "filed outside images with": "file outside images with",
     "shared": "share",
@@ -99,9 +100,8 @@ def describe(event: AuditRecord, labels: Labels | None = None) -> str:
     verb = _verb(event)
     if refused and not verb.startswith("tried"):
         verb = f"tried to {_infinitive(verb)}"
-    sentence = (
-        f"{_who(event, labels)}{_via(event, labels)} {verb} {_what(event, labels)} on {_when(event.recorded)}"
-    )
+    what = _what(event, labels) + (_import_note(event) if event.action == "import" else "")
+    sentence = f"{_who(event, labels)}{_via(event, labels)} {verb} {what} on {_when(event.recorded)}"
     if event.remote:
         sentence += f" from {event.remote}"
     if event.count > 1:
@@ -160,6 +160,8 @@ def _who(event: AuditRecord, labels: Labels) -> str:
         return f"{recipient} (through a share)" if recipient else "Someone you shared with"
     if event.token_patient and event.token_patient == event.patient:
         return "You"
+    if event.client_id == CLI_CLIENT:
+        return "Imaging staff"
     if event.client_id:
         return f"The app {labels.apps.get(event.client_id, event.client_id)}"
     return "Someone"
@@ -195,6 +197,36 @@ def _what(event: AuditRecord, labels: Labels) -> str:
     if event.resource == "ImagingStudy" or event.interaction == "search":
         return "your list of studies"
     return "your records"
+
+
+_IMPORT_ORIGINS = {
+    "upload": " from an upload",
+    "cli": " from a disc or file",
+    "review": " after staff checked whose images they are",
+}
+
+
+def _import_note(event: AuditRecord) -> str:
+    """How images came in: from where, from which outside source, how many were new."""
+    detail = event.detail
+    note = _IMPORT_ORIGINS.get(str(detail.get("origin", "")), "")
+    extras = []
+    if detail.get("source"):
+        extras.append(f"outside images from {detail['source']}")
+    stored, already, waiting = (
+        _number(detail.get(k)) for k in ("stored", "already_present", "waiting_review")
+    )
+    if stored:
+        extras.append(f"{stored} new {'image' if stored == 1 else 'images'}")
+    if already:
+        extras.append(f"{already} already here")
+    if waiting:
+        extras.append(f"{waiting} waiting for staff to check")
+    return note + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _number(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _study(label: StudyLabel | None) -> str:

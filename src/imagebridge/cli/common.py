@@ -78,3 +78,13 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("py.warnings").setLevel(logging.INFO if verbose else logging.ERROR)
     for noisy in ("pydicom", "imagebridge.dicom.dicomjson"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def os_user() -> str:
+    """The operating-system user running the command (for the access log), or 'unknown'."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"

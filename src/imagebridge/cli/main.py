@@ -197,11 +197,35 @@ def import_(
         batch.import_all(
             archive.ingest, candidates, summary, source=reconciling, advance=lambda: progress.advance(task)
         )
+    _audit_import(archive, summary, paths, source)
     archive.close()
     _print_summary(summary, time.monotonic() - started, show_skipped)
     media.print_skipped_by_reason(summary.skipped, notes)
     if summary.refused and not summary.stored and not summary.already_present:
         raise typer.Exit(1)
+
+
+def _audit_import(archive: Archive, summary: importer.Summary, paths: list[Path], source: str | None) -> None:
+    """One ``import`` record per study in the access log (``/fhir/AuditEvent``, the patient's
+    "who saw my images"), made durable before the command ends."""
+    from imagebridge.audit.store import AuditStore
+
+    try:
+        importer.audit_import(
+            archive.engine,
+            summary,
+            actor=f"cli:{common.os_user()}",
+            origin="cli",
+            medium=", ".join(str(p) for p in paths),
+            source=source,
+            decisions=summary.decisions,
+        )
+        AuditStore.of(archive.engine).flush()
+    except Exception as exc:  # the images are in; say loudly that the log is not
+        console.print(
+            f"[red]the import was not recorded in the access log ({type(exc).__name__}): "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}[/]"
+        )
 
 
 def _source_import(archive: Archive, name: str) -> SourceImport:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -37,6 +38,7 @@ from imagebridge.media import batch, preview, sources
 from imagebridge.services import importer
 from imagebridge.services.archive import Archive
 
+log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 32 * 1024**3
 MAX_CHUNK_BYTES = 256 * 1024**2
 ABANDONED_AFTER = timedelta(days=7)
@@ -286,13 +288,24 @@ def _upload(row: Any) -> Upload:
 
 
 def run_import(
-    archive: Archive, uploads: Uploads, upload_id: str, *, staff: bool, source: str | None
+    archive: Archive,
+    uploads: Uploads,
+    upload_id: str,
+    *,
+    staff: bool,
+    source: str | None,
+    actor: str | None = None,
 ) -> Upload:
-    """Import a complete upload; a patient's own upload (``staff`` False) only waits for review."""
+    """Import a complete upload; a patient's own upload (``staff`` False) only waits for review.
+
+    ``actor`` (``user:NAME``, ``client:ID``, ``patient:ID``; default: the uploader) is who runs
+    the import, for the ``import`` audit record of each study."""
     before = uploads.get(upload_id).state
     upload = uploads.claim(upload_id)
     try:
-        result = _import(archive, uploads.path(upload_id), upload, staff=staff, source=source)
+        result = _import(
+            archive, uploads.path(upload_id), upload, staff=staff, source=source, actor=actor or upload.owner
+        )
     except ImageBridgeError:
         uploads.update(upload_id, state=before)
         raise
@@ -307,7 +320,7 @@ def run_import(
 
 
 def _import(
-    archive: Archive, path: Path, upload: Upload, *, staff: bool, source: str | None
+    archive: Archive, path: Path, upload: Upload, *, staff: bool, source: str | None, actor: str
 ) -> dict[str, Any]:
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -319,11 +332,57 @@ def _import(
         readable = [c for p in seen.patients.values() for s in p.studies.values() for c in s.candidates]
         batch.import_all(archive.ingest, readable, summary, source=reconciling)
         decided = {uid: summary.decisions.get(uid) or AS_RECEIVED for uid in _study_uids(seen)}
+        _audit(archive, upload, summary, actor, source, decided, {})
         return _result(upload, path, seen, summary, decided, notes)
     own = _own_studies(archive, seen, upload.patient)
     batch.import_all(archive.ingest, [c for s in own for c in s.candidates], summary)
     decided = {uid: SELF if uid in {s.study_uid for s in own} else REVIEW_WAIT for uid in _study_uids(seen)}
+    held = {
+        study.study_uid: study.instances
+        for person in seen.patients.values()
+        for study in person.studies.values()
+        if decided[study.study_uid] == REVIEW_WAIT
+    }
+    _audit(archive, upload, summary, actor, None, decided, held)
     return _result(upload, path, seen, summary, decided, notes)
+
+
+def _audit(
+    archive: Archive,
+    upload: Upload,
+    summary: importer.Summary,
+    actor: str,
+    source: str | None,
+    decided: dict[str, str],
+    held: dict[str, int],
+) -> None:
+    try:
+        _record(archive, upload, summary, actor, source, decided, held)
+    except Exception:  # the studies are in; the upload must not be marked failed for the log
+        log.exception("the import of upload %s was not recorded in the access log", upload.upload_id)
+
+
+def _record(
+    archive: Archive,
+    upload: Upload,
+    summary: importer.Summary,
+    actor: str,
+    source: str | None,
+    decided: dict[str, str],
+    held: dict[str, int],
+) -> None:
+    importer.audit_import(
+        archive.engine,
+        summary,
+        actor=actor,
+        origin="upload",
+        medium=upload.name or "an upload",
+        source=source,
+        decisions={uid: text for uid, text in decided.items() if uid not in held},
+        held=held,
+        upload=upload.upload_id,
+        uploader=upload.owner,
+    )
 
 
 AS_RECEIVED = "filed as received (no source named, so no reconciliation)"

@@ -58,7 +58,7 @@ async def access_log(request: Request, current: SignedIn) -> Response:
     body = (
         "<h1>Who saw your images</h1>"
         + layout.next_step(
-            "Each line is one time someone looked at, downloaded or shared your images, newest first. "
+            "Each line is one time someone looked at, downloaded, shared or added your images, newest first. "
             "If something looks wrong, revoke the share on the Shares page and call the imaging department."
         )
         + _event_list(events)

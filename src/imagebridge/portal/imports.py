@@ -18,6 +18,8 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagebridge.errors import ImageBridgeError, NotFound
+from imagebridge.fhir.index import FhirIndex
+from imagebridge.index.schema import fhir_patient_ids
 from imagebridge.media.uploads import COMPLETE, FAILED, REVIEW, Upload, Uploads, run_import
 from imagebridge.portal import layout
 from imagebridge.portal.layout import esc
@@ -36,7 +38,20 @@ async def imports_alias() -> Response:
 @router.get("/portal/import")
 async def import_page(request: Request, session: SignedIn) -> Response:
     staff = session.role in STAFF_ROLES
-    waiting = await run_in_threadpool(_waiting, request.app.state.archive) if staff else ""
+    archive: Archive = request.app.state.archive
+    waiting = await run_in_threadpool(_waiting, archive) if staff else ""
+    if not staff and (session.user is None or len(session.user.patients) != 1):
+        return layout.response(
+            "Import images",
+            "<h1>Import images from a disc or a zip</h1>"
+            + layout.alert(
+                "This account acts for several patients, so it cannot upload images here. "
+                "Ask the imaging department to import the disc for the right person."
+            ),
+            nav=layout.nav_for(session.role, current="/portal/imports"),
+            who=session.display_name,
+            csrf=session.csrf,
+        )
     source = (
         layout.field(
             "source",
@@ -58,8 +73,9 @@ async def import_page(request: Request, session: SignedIn) -> Response:
         + (
             ""
             if staff
-            else '<p class="muted">Images from another hospital are checked by staff before they '
-            "join your record.</p>"
+            else await run_in_threadpool(
+                _what_happens, archive, session.user.patients[0] if session.user else ""
+            )
         )
         + f'<div class="card" id="drop" data-csrf="{esc(session.csrf)}" data-who="{who}">'
         + "<p><strong>Drop a folder, zip or ISO file here</strong></p>"
@@ -122,11 +138,49 @@ async def import_now(request: Request, upload_id: str, session: SignedIn) -> Res
         )
     uploads = Uploads(archive.engine, archive.settings.data_dir)
     try:
-        await run_in_threadpool(run_import, archive, uploads, upload_id, staff=True, source=source)
+        actor = f"user:{session.user.username}" if session.user else None
+        await run_in_threadpool(
+            lambda: run_import(archive, uploads, upload_id, staff=True, source=source, actor=actor)
+        )
     except ImageBridgeError as exc:
         back = (f"/portal/import/{upload_id}", "Back to the upload")
         return layout.problem("The import did not run", exc.reason, back, status=409)
     return RedirectResponse(f"/portal/import/{upload_id}", status_code=303)
+
+
+def _what_happens(archive: Archive, patient: str) -> str:
+    """What becomes of a patient's upload, told before she sends it (``media.uploads`` decides)."""
+    found = FhirIndex(archive.engine).patients([fhir_patient_ids.c.fhir_id == patient]) if patient else []
+    if found:
+        me = found[0]
+        named = f"your Patient ID here, <strong>{esc(me.patient_id)}</strong>" + (
+            f" (issued by <strong>{esc(me.issuer)}</strong>)" if me.issuer else ""
+        )
+    else:
+        named = "your Patient ID at this hospital"
+    if archive.settings.replace_on_conflict:
+        first = (
+            "<li>On this server <strong>every</strong> study you upload waits for staff to check it "
+            "before it joins your record.</li>"
+        )
+    else:
+        first = (
+            f"<li>Studies on the disc that name you exactly by {named} are added to your record "
+            "as soon as the upload finishes.</li>"
+            "<li>Every other study (from another hospital, or naming anyone else) waits for staff to "
+            "check it. Until then it is in nobody's record and not in your study list; staff decide "
+            "whose record it belongs to.</li>"
+        )
+    return (
+        '<div class="card"><h2>What happens to your upload</h2><ul>'
+        + first
+        + "<li>Nothing from your upload is ever added to another person's record without a staff "
+        "check.</li>"
+        "<li>After the upload you see each study and what was decided for it. Studies added to your "
+        'record are listed under <a href="/portal/access-log">Who saw my images</a>.</li>'
+        "<li>An upload you do not finish is removed after 7 days.</li>"
+        "</ul></div>"
+    )
 
 
 def _import_form(upload: Upload, csrf: str) -> str:

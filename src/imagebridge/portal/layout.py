@@ -91,7 +91,7 @@ def nav_for(role: str | None, *, current: str = "") -> list[Link]:
     links = [Link("/portal", "My studies" if role in ("patient", "proxy") else "Studies")]
     if role in ("patient", "proxy"):
         links += [Link("/portal/shares", "Shares"), Link("/portal/access-log", "Who saw my images")]
-    if role in ("clinician", "admin"):
+    if role in ("patient", "clinician", "admin"):  # a patient may upload her own disc (staff check it)
         links.append(Link("/portal/imports", "Import"))
     if role == "admin":
         links += [Link("/portal/review", "Review queue"), Link("/portal/admin", "Administration")]

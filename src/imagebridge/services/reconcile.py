@@ -25,13 +25,14 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from imagebridge.audit import log as audit
+from imagebridge.audit.store import AuditStore
 from imagebridge.config import Settings
 from imagebridge.errors import Conflict, InvalidInput, MissingAttribute, NotDicom, NotFound
 from imagebridge.fhir.index import fhir_id
@@ -54,6 +55,7 @@ from imagebridge.reconcile.records import (
     now,
 )
 from imagebridge.reconcile.sources import Sources
+from imagebridge.services import importer
 from imagebridge.services.archive import Archive
 from imagebridge.services.delete import delete
 from imagebridge.services.ingest import Ingest
@@ -251,7 +253,7 @@ class Reconciler:
         try:
             target = self._target(case, decision, patient)
             source = self._source_of(case)
-            self._release_quarantine(case, target, source)
+            released = self._release_quarantine(case, target, source)
         except BaseException:
             self.records.release(case_pk)
             raise
@@ -260,12 +262,14 @@ class Reconciler:
             case_pk, state=state, method=f"review: {decision}", patient=target, actor=actor
         )
         self.records.link((case.source_patient_id, case.source_issuer), target)
-        self._release_quarantine(case, target, source)  # instances that arrived while deciding
+        released += self._release_quarantine(case, target, source)  # instances that arrived while deciding
+        store = AuditStore.of(self.records.engine)  # durable from the CLI too, not only in a request
         audit.record(
             "success",
             f"reconciliation case {case_pk}: {decision}",
+            store=store,
             action="reconcile",
-            **_actor(actor),
+            **audit.actor_fields(actor),
             patient=fhir_id(target.patient_id, target.issuer),
             study=case.study_uid,
             case=case_pk,
@@ -273,6 +277,20 @@ class Reconciler:
             source_patient=f"{case.source_issuer}|{case.source_patient_id}",
             local_patient=f"{target.issuer}|{target.patient_id}",
             score=case.score,
+        )
+        filed = importer.Summary(stored=released)
+        filed.outcomes[(case.study_uid, importer.STORED)] = released
+        importer.audit_import(
+            self.records.engine,
+            filed,
+            actor=actor,
+            origin="review",
+            medium=f"reconciliation case {case_pk}",
+            source=case.source,
+            decisions={
+                case.study_uid: f"review: {decision}, filed under {target.patient_id} (issuer {target.issuer})"
+            },
+            case=case_pk,
         )
         return self.records.case(case_pk)
 
@@ -302,15 +320,19 @@ class Reconciler:
         except NotFound:  # the source was removed since: keep its name, its own prefix
             return Source(case.source, case.source_issuer, None)
 
-    def _release_quarantine(self, case: Case, target: Identity, source: Source) -> None:
+    def _release_quarantine(self, case: Case, target: Identity, source: Source) -> int:
+        """Store a case's quarantined instances under ``target``; how many were released."""
         self._refuse_local_study(case.study_uid)
+        released = 0
         for pk, sop_uid, blob in self.records.quarantined(case.pk):
             if self.catalog.stored_blob(sop_uid) is None:
                 with self.blobs.open(blob) as fh:
                     ds = _read(fh)
                 self._store(ds, target, source, case)
             self.records.mark_stored(pk)
+            released += 1
         self.records.mark_outside(case.study_uid, case.source)
+        return released
 
     # --- retention -------------------------------------------------------------------------
     def purge_outside(self, older_than: timedelta, *, dry_run: bool = False) -> list[OutsideStudy]:
@@ -332,12 +354,6 @@ class Reconciler:
                 source=study.source,
             )
         return due
-
-
-def _actor(actor: str) -> dict[str, Any]:
-    """``user:NAME`` or ``client:ID`` (as the API names staff) into the audit record's columns."""
-    kind, _, name = actor.partition(":")
-    return {"client_id": name} if kind == "client" else {"user": name if kind == "user" else actor}
 
 
 def _read(source: Path | BinaryIO) -> Dataset:

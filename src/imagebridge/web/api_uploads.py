@@ -198,7 +198,12 @@ def router() -> APIRouter:
         if source and not who.staff:
             raise Refused(403, "only staff name the source of an import")
         done = media_uploads.run_import(
-            request.app.state.archive, _uploads(request), upload_id, staff=who.staff, source=source
+            request.app.state.archive,
+            _uploads(request),
+            upload_id,
+            staff=who.staff,
+            source=source,
+            actor=who.owner,
         )
         return JSONResponse(done.as_json())
 
