@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 PG_ADMIN_URL = os.environ.get("IMAGEBRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
 
+# The CLI's tables and summaries (rich) wrap at the terminal width; under pytest-xdist there is no
+# terminal and temporary paths are longer, so tests that read CLI output see one wide terminal.
+os.environ["COLUMNS"] = "200"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_pydicom() -> None:

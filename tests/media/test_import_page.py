@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from imagebridge.auth.users import Role
 from imagebridge.services.archive import Archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
-from tests.browser import DESKTOP, fresh_context, launch, save_failure_screenshots
+from tests.browser import DESKTOP, fresh_context, save_failure_screenshots
 from tests.conftest import make_archive
 from tests.media.test_sources import DICOMDIR_TESTS
 from tests.media.test_uploads import PASSWORD, Api
@@ -52,7 +52,9 @@ def _sign_in(page: Page, base: str) -> None:
     page.wait_for_url(f"{base}/portal")
 
 
-def test_resume_a_zip_then_pack_a_folder(site: Api, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_resume_a_zip_then_pack_a_folder(
+    site: Api, tmp_path: Path, request: pytest.FixtureRequest, chromium: Browser
+) -> None:
     disc = _disc(tmp_path)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
@@ -73,29 +75,24 @@ def test_resume_a_zip_then_pack_a_folder(site: Api, tmp_path: Path, request: pyt
             f"/api/uploads/{upload_id}", content=data[:half], headers={**staff, "Upload-Offset": "0"}
         )
 
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        with fresh_context(browser, viewport=DESKTOP) as context:
-            try:
-                page = context.new_page()
-                _sign_in(page, site.base)
-                page.goto(f"{site.base}/portal/import")
-                key = f"ib-upload:disc.zip:{len(data)}:{STAMP * 1000}"
-                page.evaluate("([k, v]) => localStorage.setItem(k, v)", [key, upload_id])
-                page.set_input_files("#pick-file", str(archive_file))
-                page.wait_for_url(f"{site.base}/portal/import/{upload_id}", timeout=60_000)
-                assert "31 stored, 0 already here" in page.content()
-                assert page.get_by_role("table", name="Studies found").locator("tbody tr").count() == 6
+    with fresh_context(chromium, viewport=DESKTOP) as context:
+        try:
+            page = context.new_page()
+            _sign_in(page, site.base)
+            page.goto(f"{site.base}/portal/import")
+            key = f"ib-upload:disc.zip:{len(data)}:{STAMP * 1000}"
+            page.evaluate("([k, v]) => localStorage.setItem(k, v)", [key, upload_id])
+            page.set_input_files("#pick-file", str(archive_file))
+            page.wait_for_url(f"{site.base}/portal/import/{upload_id}", timeout=60_000)
+            assert "31 stored, 0 already here" in page.content()
+            assert page.get_by_role("table", name="Studies found").locator("tbody tr").count() == 6
 
-                page.goto(f"{site.base}/portal/import")
-                page.set_input_files("#pick-folder", str(disc))
-                page.wait_for_url(
-                    lambda url: "/portal/import/" in url and upload_id not in url, timeout=60_000
-                )
-                text = page.content()
-                assert "0 stored, 31 already here" in text and "CDROM.zip" in text
-                assert "not a DICOM file: viewer program" in text
-            except Exception:
-                save_failure_screenshots(context, request.node.nodeid)
-                raise
-        browser.close()
+            page.goto(f"{site.base}/portal/import")
+            page.set_input_files("#pick-folder", str(disc))
+            page.wait_for_url(lambda url: "/portal/import/" in url and upload_id not in url, timeout=60_000)
+            text = page.content()
+            assert "0 stored, 31 already here" in text and "CDROM.zip" in text
+            assert "not a DICOM file: viewer program" in text
+        except Exception:
+            save_failure_screenshots(context, request.node.nodeid)
+            raise

@@ -157,6 +157,16 @@ class AuditStore:
                 _stores[id(engine)] = store
             return store
 
+    @classmethod
+    def close_of(cls, engine: Engine) -> AuditStore | None:
+        """Flush and close ``engine``'s store, if this process made one (the archive is closing)."""
+        with _stores_lock:
+            store = _stores.pop(id(engine), None)
+        if store is None or store.engine is not engine:
+            return None
+        store.close()
+        return store
+
     # --- writing --------------------------------------------------------------------------
 
     def add(self, entry: dict[str, Any]) -> None:

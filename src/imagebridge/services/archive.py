@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from imagebridge.audit import log as audit_log
+from imagebridge.audit.store import AuditStore
 from imagebridge.config import Settings
 from imagebridge.errors import StorageFailure
 from imagebridge.index import db
@@ -25,6 +27,10 @@ class Archive:
     ingest: Ingest
 
     def close(self) -> None:
+        """Flush the access log, then release the index (nothing is recorded here afterwards)."""
+        store = AuditStore.close_of(self.engine)
+        if store is not None:
+            audit_log.detach(store)
         self.engine.dispose()
 
 
