@@ -31,6 +31,9 @@ def test_scenario_2_v1_scope_works_too(world: World) -> None:
     assert response.status_code == 200 and response.json()["total"] == 2
 
 
+WADO_ACCEPT = "multipart/related; type=application/dicom; transfer-syntax=*"
+
+
 def test_authlib_session_code_pkce_refresh_and_revoke(world: World) -> None:
     session = OAuth2Session(
         "viewer",
@@ -78,6 +81,12 @@ def test_authlib_session_code_pkce_refresh_and_revoke(world: World) -> None:
         ).status_code
         == 200
     )
+    # Scenario 26: the Endpoint is a plain DICOMweb base, so the refreshed token retrieves at once.
+    wado = httpx.get(
+        f"{world.base}/dicomweb/studies/{world.sa1}",
+        headers={**bearer(refreshed["access_token"]), "Accept": WADO_ACCEPT},
+    )
+    assert wado.status_code == 200 and wado.headers["content-type"].startswith("multipart/related")
 
     session.revoke_token(
         f"{world.base}/oauth/revoke", token=token["refresh_token"], token_type_hint="refresh_token"
