@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,10 @@ class RequestFailed(RuntimeError):
     """A DICOMweb request did not succeed; the text is short enough for a table cell."""
 
 
-def client() -> httpx.Client:
+def client(headers: Mapping[str, str] | None = None) -> httpx.Client:
+    """An httpx client; ``headers`` (a server's ``Authorization``) go on every request."""
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=10.0)
-    return httpx.Client(timeout=timeout, headers={"Accept-Encoding": "identity"})
+    return httpx.Client(timeout=timeout, headers={"Accept-Encoding": "identity", **(headers or {})})
 
 
 def _check(response: httpx.Response) -> None:
@@ -97,7 +98,11 @@ class StowBatch:
 
 
 def stow_concurrently(
-    root: str, batches: Iterable[StowBatch], clients: int, max_seconds: float = 3600.0
+    root: str,
+    batches: Iterable[StowBatch],
+    clients: int,
+    max_seconds: float = 3600.0,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Send the batches over ``clients`` concurrent connections; the first failure stops all."""
     pending = iter(batches)
@@ -105,7 +110,7 @@ def stow_concurrently(
     deadline = time.monotonic() + max_seconds
 
     def worker() -> None:
-        with client() as http:
+        with client(headers) as http:
             while not failed.is_set():
                 with lock:
                     batch = next(pending, None)

@@ -85,7 +85,7 @@ def _peer(server: Server) -> tuple[str, str]:
 
 
 def _instances_in_study(server: Server, study_uid: str) -> int:
-    with dicomweb.client() as http:
+    with dicomweb.client(server.auth) as http:
         return len(dicomweb.qido(http, f"{server.web_root}/studies/{study_uid}/instances", {}))
 
 

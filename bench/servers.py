@@ -27,6 +27,8 @@ ORTHANC_INSTALL_HINT = "apt-get install -y orthanc orthanc-dicomweb orthanc-gdcm
 APT_LOG = Path("/tmp/apt.log")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+TOKEN_SCOPE = "system/*.cruds"
+TOKEN_LIFETIME_S = 86400
 
 
 class ServerError(RuntimeError):
@@ -45,6 +47,8 @@ class Server:
     aet: str | None = None
     dicom_port: int | None = None
     notes: list[str] = field(default_factory=list)
+    auth: dict[str, str] = field(default_factory=dict)
+    """Headers every DICOMweb request to this server carries (imagebridge's bearer token)."""
 
     @property
     def pid(self) -> int:
@@ -258,7 +262,41 @@ def start_imagebridge(cli: ImagebridgeCli, workdir: Path, with_dimse: bool) -> S
     if not with_dimse and not cli.no_dicom:
         server.notes.append("serve has no --no-dicom option; started without it")
     _wait_ready(server, f"http://127.0.0.1:{http_port}/healthz")
+    try:
+        server.auth = {"Authorization": f"Bearer {issue_token(cli, data_dir)}"}
+    except BaseException:
+        server.stop()
+        raise
     return server
+
+
+def issue_token(cli: ImagebridgeCli, data_dir: Path) -> str:
+    """A bearer token from the bench server's own authorization server (``imagebridge token``).
+
+    ``system/*.cruds`` from the CLI client reaches every patient and study (its policy is the
+    administrator's, all patients and all studies), so every workload can store, search and read
+    with the same token checks a real deployment makes on each request.
+    """
+    cmd = [
+        str(cli.exe),
+        "token",
+        "--scope",
+        TOKEN_SCOPE,
+        "--lifetime",
+        str(TOKEN_LIFETIME_S),
+        "--data-dir",
+        str(data_dir),
+    ]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_cli_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServerError(f"`imagebridge token` failed: {exc}") from exc
+    token = out.stdout.strip()
+    if out.returncode != 0 or not token or any(c.isspace() for c in token):
+        raise ServerError(
+            f"`imagebridge token` exited {out.returncode}: {(out.stderr or out.stdout).strip()[-200:]}"
+        )
+    return token
 
 
 def _spawn(args: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
@@ -318,4 +356,7 @@ def tool_env() -> dict[str, str]:
 
 
 def _cli_env() -> dict[str, str]:
-    return {**tool_env(), "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+    """imagebridge is measured with its token checks on, whatever the caller's environment says."""
+    env = {**tool_env(), "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+    env.pop("IMAGEBRIDGE_DICOMWEB_ANONYMOUS", None)
+    return env

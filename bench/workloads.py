@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from bench import dicomweb, synth
+from bench import dicomweb, rawhttp, synth
 from bench.measure import Budget, median, percentile, timed, timed_prepared
 from bench.memory import RssSampler
 from bench.servers import Server
@@ -48,7 +48,7 @@ def load(server: Server, files: synth.StudyFiles, batch: int, clients: int) -> N
     """Store a cached study as it is (setup, untimed), reading its files in the workers."""
     paths = files.files
     batches = [dicomweb.StowBatch(paths=paths[i : i + batch]) for i in range(0, len(paths), batch)]
-    dicomweb.stow_concurrently(server.web_root, batches, clients)
+    dicomweb.stow_concurrently(server.web_root, batches, clients, headers=server.auth)
 
 
 def stow_study(
@@ -61,7 +61,9 @@ def stow_study(
         return [dicomweb.StowBatch(parts=chunk) for chunk in synth.batched(parts, batch)]
 
     durations = timed_prepared(
-        prepare, lambda b: dicomweb.stow_concurrently(server.web_root, b, clients), budget
+        prepare,
+        lambda b: dicomweb.stow_concurrently(server.web_root, b, clients, headers=server.auth),
+        budget,
     )
     seconds = median(durations)
     return {
@@ -72,23 +74,54 @@ def stow_study(
 
 
 def wado_study(server: Server, study: Study, budget: Budget) -> dict[str, float]:
-    """Full-study WADO-RS, stored bytes (``transfer-syntax=*``), streamed and counted."""
+    """Full-study WADO-RS, stored bytes (``transfer-syntax=*``), read with the raw-socket reader
+    and checked to be the whole study in multipart framing."""
     url = f"{server.web_root}/studies/{study.study_uid}"
+    headers = {"Accept": dicomweb.ACCEPT_DICOM, **server.auth}
     received: list[int] = []
-    with dicomweb.client() as http:
-        durations = timed(
-            lambda _: received.append(dicomweb.get_streamed(http, url, dicomweb.ACCEPT_DICOM)), budget
-        )
-    if min(received) < study.total_bytes:
-        raise dicomweb.RequestFailed(
-            f"study response had {min(received)} bytes, expected ≥{study.total_bytes}"
-        )
+
+    def fetch(_: int) -> None:
+        response = rawhttp.get(url, headers)
+        check_study_body(response, study)
+        received.append(response.body.size)
+
+    durations = timed(fetch, budget)
     return {"MB/s": received[-1] / MB / median(durations), "n": float(len(durations))}
+
+
+def check_study_body(response: rawhttp.Response, study: Study) -> None:
+    """The body is the study's stored bytes plus multipart framing (PS3.18 §8.7.3.4): it opens
+    with a part whose headers say application/dicom, closes with the closing delimiter, and
+    is exactly as long as the instances plus one part header and CRLF each plus that delimiter."""
+    content_type = response.headers.get("content-type", "")
+    boundary = next(
+        (
+            p.split("=", 1)[1].strip().strip('"')
+            for p in content_type.split(";")
+            if p.strip().startswith("boundary=")
+        ),
+        None,
+    )
+    if boundary is None:
+        raise dicomweb.RequestFailed(f"no multipart boundary in Content-Type {content_type[:60]!r}")
+    body, delimiter = response.body, b"--" + boundary.encode("latin-1")
+    head_end = body.head.find(b"\r\n\r\n") + 4
+    part_head = bytes(body.head[:head_end])
+    if not part_head.startswith(delimiter + b"\r\n") or b"application/dicom" not in part_head.lower():
+        raise dicomweb.RequestFailed(f"the first part's headers are {part_head[:80]!r}")
+    closing_at = body.tail.rfind(delimiter + b"--")
+    if closing_at < 0 or body.tail[closing_at + len(delimiter) + 2 :].strip():
+        raise dicomweb.RequestFailed("the body does not end with the closing boundary")
+    framing = len(study.sop_uids) * (len(part_head) + 2) + len(body.tail) - closing_at
+    if body.size != study.total_bytes + framing:
+        raise dicomweb.RequestFailed(
+            f"study response had {body.size} bytes, expected {study.total_bytes} + {framing} of framing"
+        )
 
 
 def series_metadata(server: Server, study: Study, budget: Budget) -> dict[str, float]:
     url = f"{study.series_url(server.web_root)}/metadata"
-    with dicomweb.client() as http:
+    with dicomweb.client(server.auth) as http:
         count = len(json.loads(dicomweb.get(http, url, dicomweb.ACCEPT_JSON)))
         if count != len(study.sop_uids):
             raise dicomweb.RequestFailed(f"metadata listed {count} of {len(study.sop_uids)} instances")
@@ -106,7 +139,7 @@ def single_frame(server: Server, study: Study, frames: int, budget: Budget, seed
         if len(body) < frame_bytes:
             raise dicomweb.RequestFailed(f"frame response has {len(body)} bytes, expected ≥{frame_bytes}")
 
-    with dicomweb.client() as http:
+    with dicomweb.client(server.auth) as http:
         return latency_stats(timed(fetch, budget))
 
 
@@ -118,14 +151,14 @@ def rendered(server: Server, study: Study, budget: Budget) -> dict[str, float]:
         if not dicomweb.get(http, url, dicomweb.ACCEPT_JPEG).startswith(b"\xff\xd8"):
             raise dicomweb.RequestFailed("rendered response is not a JPEG")
 
-    with dicomweb.client() as http:
+    with dicomweb.client(server.auth) as http:
         return latency_stats(timed(fetch, budget))
 
 
 def qido_query(server: Server, params: dict[str, str], expected: int, budget: Budget) -> dict[str, float]:
     """Latency of one study-level QIDO-RS query; the first answer must have ``expected`` studies."""
     url = f"{server.web_root}/studies"
-    with dicomweb.client() as http:
+    with dicomweb.client(server.auth) as http:
         found = len(dicomweb.qido(http, url, params))
         if found != expected:
             raise dicomweb.RequestFailed(f"found {found} studies, expected {expected}")
@@ -138,14 +171,14 @@ def load_tiny(
     """Concurrent STOW-RS of many tiny instances in multi-instance batches (QIDO setup)."""
     batches = [dicomweb.StowBatch(parts=chunk) for chunk in synth.batched(parts, batch)]
     start = time.perf_counter()
-    dicomweb.stow_concurrently(server.web_root, batches, clients, max_seconds)
+    dicomweb.stow_concurrently(server.web_root, batches, clients, max_seconds, server.auth)
     return {"inst/s": len(parts) / (time.perf_counter() - start)}
 
 
 def retrieve_with_memory(server: Server, study: Study, max_seconds: float) -> dict[str, float]:
     """Peak summed RSS of the server's process tree while one client streams the whole study."""
     url = f"{server.web_root}/studies/{study.study_uid}"
-    with dicomweb.client() as http, RssSampler(server.pid, max_seconds) as sampler:
+    with dicomweb.client(server.auth) as http, RssSampler(server.pid, max_seconds) as sampler:
         start = time.perf_counter()
         received = dicomweb.get_streamed(http, url, dicomweb.ACCEPT_DICOM)
         seconds = time.perf_counter() - start
