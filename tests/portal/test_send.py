@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
+from imagebridge.audit.store import AuditStore
 from imagebridge.config import Settings
 from imagebridge.errors import NotFound
 from imagebridge.index.lookup import Target
@@ -196,6 +197,11 @@ def test_private_dicom_destinations_are_refused_by_default(
         answer = _send(client, ct, method="dimse", host=host, port=str(port), aet="RECIPIENT")
         assert answer.status_code == 400 and PRIVATE in answer.text, (host, answer.text)
     assert received == {}
+    store = AuditStore.of(closed_site.archive.engine)
+    store.flush()
+    refused = [e for e in store.search(limit=50) if e.action == "send"]
+    assert len(refused) == 7 and {e.outcome for e in refused} == {"failure"}
+    assert all(e.share_id and e.study_uid == ct and PRIVATE in e.reason for e in refused)
 
 
 def test_a_name_is_resolved_once_and_only_the_checked_address_is_reached(

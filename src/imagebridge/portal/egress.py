@@ -37,6 +37,10 @@ class DestinationRefused(Exception):
     """The destination may not (or cannot) be reached; the message is for the person's form."""
 
 
+class PrivateDestination(DestinationRefused):
+    """The destination resolves to an address that is neither public nor allowed."""
+
+
 @dataclass(frozen=True)
 class Destination:
     """A host name as typed, the port, and the addresses it resolved to, all of them checked."""
@@ -104,7 +108,7 @@ def check(host: str, port: int, allowed_networks: Sequence[IPNetwork]) -> Destin
         except ValueError as exc:
             raise DestinationRefused(f"{name} resolved to something that is not an address.") from exc
         if not allowed(address, allowed_networks):
-            raise DestinationRefused(f"{PRIVATE} ({name} is not a public address.)")
+            raise PrivateDestination(f"{PRIVATE} ({name} is not a public address.)")
         if address not in addresses:
             addresses.append(address)
     if not addresses:

@@ -54,6 +54,10 @@ class SendRefused(Exception):
     """What the person typed cannot be used (bad URL, port, AE title); the form says why."""
 
 
+class SendBlocked(SendRefused):
+    """The destination is a private address this server may not reach (audited: it may be a probe)."""
+
+
 def _back(current: Session) -> str:
     return f"/s/{current.share}/studies" if current.share else "/portal"
 
@@ -129,6 +133,9 @@ async def send(request: Request, current: AnySession) -> Response:
             where, outcomes = await run_in_threadpool(_stow, archive, row, form)
         else:
             where, outcomes = await run_in_threadpool(_cstore, archive, row, form)
+    except SendBlocked as exc:
+        _audit_blocked(archive, current, row, str(exc))
+        return _form(current, row, str(exc))
     except SendRefused as exc:
         return _form(current, row, str(exc))
     _audit(archive, current, row, where, outcomes)
@@ -183,6 +190,8 @@ def _checked(
     """The destination, resolved once and checked against ``send_allowed_networks``."""
     try:
         return check(egress.networks(archive.settings.send_allowed_networks))
+    except egress.PrivateDestination as exc:
+        raise SendBlocked(str(exc)) from exc
     except egress.DestinationRefused as exc:
         raise SendRefused(str(exc)) from exc
 
@@ -255,6 +264,20 @@ def _audit(archive: Archive, current: Session, row: StudyRow, where: str, outcom
     audit.record(
         "success" if sent == len(outcomes) else "failure",
         f"sent {sent} of {len(outcomes)} images to {where}",
+        store=AuditStore.of(archive.engine),
+        action="send",
+        client_id=current.principal.client_id,
+        user=current.principal.subject,
+        share=current.share,
+        patient=row.patient.fhir_id,
+        study=row.uid,
+    )
+
+
+def _audit_blocked(archive: Archive, current: Session, row: StudyRow, reason: str) -> None:
+    audit.record(
+        "failure",
+        f"send refused: {reason}",
         store=AuditStore.of(archive.engine),
         action="send",
         client_id=current.principal.client_id,
