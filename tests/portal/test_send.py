@@ -289,3 +289,79 @@ def test_allowed_networks_are_validated() -> None:
     with pytest.raises(ValidationError, match="not a network"):
         Settings(send_allowed_networks=["10.0.0.0/8", "intranet"])
     assert Settings(send_allowed_networks=[" 10.20.0.0/16 "]).send_allowed_networks == ["10.20.0.0/16"]
+
+
+def _certificate(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (its own CA), as PEM files."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_to_the_checked_address_verifies_the_typed_name(tmp_path: Path) -> None:
+    """Connected by address, the TLS server name and Host header are still the name typed, so the
+    certificate must be that name's; a certificate for another name is refused."""
+    import ssl
+
+    from imagebridge.portal import egress
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = self.headers["Host"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    cert, key = _certificate(tmp_path, "pacs.test")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    server.socket = served.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+    try:
+        for name, ok in (("pacs.test", True), ("other.test", False)):
+            trusted = ssl.create_default_context(cafile=str(cert))
+            destination = egress.Destination(name, port, (ipaddress.ip_address("127.0.0.1"),))
+            with httpx.Client(
+                transport=egress.PinnedTransport(destination, verify=trusted), timeout=10
+            ) as client:
+                if ok:
+                    assert client.get(f"https://{name}:{port}/").text == f"{name}:{port}"
+                else:
+                    with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|match"):
+                        client.get(f"https://{name}:{port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
