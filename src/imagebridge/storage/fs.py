@@ -33,8 +33,7 @@ class FileBlobStore:
         key = spool.digest
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(spool.path, target)
+            _replace(spool.path, target)
             _fsync_dir(target.parent)
         except OSError as exc:
             spool.discard()
@@ -62,6 +61,16 @@ class FileBlobStore:
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("??/??/*.dcm"):
             yield path.stem
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, creating the target's folders only when they are missing
+    (a mkdir per store costs a file system journal operation even when the folder exists)."""
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
 
 def _fsync_dir(directory: Path) -> None:

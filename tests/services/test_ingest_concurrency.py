@@ -1,0 +1,125 @@
+"""Concurrent stores (STOW parts, several clients or associations, the importer's workers) keep
+the storage guarantees: one instance per SOP Instance UID, no orphan blob, no row without its blob."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from imagebridge.errors import InstanceConflict
+from imagebridge.index.schema import instances
+from imagebridge.services.archive import Archive
+from tests.samples import sample
+
+
+def _ct(**changes: object) -> bytes:
+    """CT_small as a new instance (fresh SOP Instance UID) unless ``changes`` names one."""
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    ds.SOPInstanceUID = generate_uid()
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _store_at_once(archive: Archive, items: list[bytes]) -> list[object]:
+    """Store ``items`` from one thread each, released together; each item's Stored or error."""
+    start = threading.Barrier(len(items))
+    results: list[object] = [None] * len(items)
+
+    def store(i: int) -> None:
+        start.wait(10)
+        try:
+            results[i] = archive.ingest.store_stream(io.BytesIO(items[i]))
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def _blob_files(archive: Archive) -> list[Path]:
+    return sorted(archive.blobs.root.glob("??/??/*.dcm"))
+
+
+def _count_instances(archive: Archive) -> int:
+    with archive.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(instances)) or 0)
+
+
+def _rows_point_at_blobs(archive: Archive) -> bool:
+    with archive.engine.connect() as conn:
+        keys = conn.scalars(select(instances.c.blob_key)).all()
+    return all(archive.blobs.exists(key) for key in keys)
+
+
+def test_concurrent_identical_stores_are_one_instance(archive: Archive) -> None:
+    data = _ct()
+    results = _store_at_once(archive, [data] * 6)
+    outcomes = sorted(r.outcome.value for r in results)  # type: ignore[attr-defined]
+    assert outcomes == ["already stored"] * 5 + ["stored"]
+    assert _count_instances(archive) == 1
+    [blob] = _blob_files(archive)
+    assert blob.read_bytes() == data and _rows_point_at_blobs(archive)
+
+
+def test_concurrent_different_objects_under_one_uid_store_one(archive: Archive) -> None:
+    uid = generate_uid()
+    items = [_ct(SOPInstanceUID=uid, PatientName=f"Someone^{i}") for i in range(4)]
+    results = _store_at_once(archive, items)
+    conflicts = [r for r in results if isinstance(r, InstanceConflict)]
+    assert len(conflicts) == 3 and all("already stored" in str(c) for c in conflicts)
+    assert _count_instances(archive) == 1
+    assert len(_blob_files(archive)) == 1, "the refused objects' blobs are removed"
+    assert _rows_point_at_blobs(archive)
+
+
+def test_many_threads_store_every_instance(archive: Archive) -> None:
+    items = [_ct() for _ in range(40)]
+    errors: list[BaseException] = []
+
+    def store(chunk: list[bytes]) -> Callable[[], None]:
+        def run() -> None:
+            for data in chunk:
+                try:
+                    archive.ingest.store_stream(io.BytesIO(data))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=store(items[i::4])) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert _count_instances(archive) == 40
+    assert len(_blob_files(archive)) == 40 and _rows_point_at_blobs(archive)
+    assert not list(archive.blobs.tmp.iterdir())
+
+
+def test_failing_index_commits_leave_no_blob(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(archive.catalog, "file", crash)
+    results = _store_at_once(archive, [_ct() for _ in range(4)])
+    assert all(isinstance(r, OperationalError) for r in results)
+    assert _count_instances(archive) == 0
+    assert not _blob_files(archive), "no blob may outlive a failed index commit"
+    assert not list(archive.blobs.tmp.iterdir()), "nor any spool file"
