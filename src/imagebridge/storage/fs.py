@@ -65,7 +65,7 @@ class FileBlobStore:
 
 def _replace(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target``, creating the target's folders only when they are missing
-    (a mkdir per store costs a file system journal operation even when the folder exists)."""
+    (no mkdir call per store once the folders exist)."""
     try:
         os.replace(source, target)
     except FileNotFoundError:
