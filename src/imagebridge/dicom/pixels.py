@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
 from pydicom.uid import UID
@@ -23,7 +24,6 @@ from imagebridge.errors import CannotTranscode
 
 if TYPE_CHECKING:
     import numpy as np
-    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +58,34 @@ def require_decoder(syntax: str) -> None:
 
 def decode_frame(path: Path, number: int) -> np.ndarray:
     """Frame ``number`` (1-based) as pydicom decodes it (colour as RGB); only that frame is decoded."""
+    return decode_frame_and_header(path, number)[0]
+
+
+PRESENTATION_LUT_TAGS = [0x20500010, 0x20500020]
+"""Presentation LUT Sequence and Shape (PS3.3 §C.11.6): read with group 0028 for rendering."""
+
+
+def decode_frame_and_header(path: Path, number: int) -> tuple[np.ndarray, Dataset]:
+    """Frame ``number`` (1-based) and the attributes that describe its pixels, from ONE parse of
+    the file: the decoder's own header read hands back every non-retired group 0028 attribute
+    (Image Pixel, Modality LUT, VOI LUT, palette tables) and the file meta, which is all that
+    rendering needs; no second :func:`read_header`."""
+    header = Dataset()
     try:
         try:
-            return pixel_array(path, index=number - 1)
+            array = pixel_array(path, index=number - 1, ds_out=header, specific_tags=PRESENTATION_LUT_TAGS)
         except (AttributeError, ValueError):
             # The file-based reader (one frame, no full read) misses pixel data in deflated files
             # and trips on some odd offset tables; the dataset-based reader copes with both.
-            return pixel_array(read_stored(path), index=number - 1)
+            header = read_stored(path)
+            array = pixel_array(header, index=number - 1)
     except Exception as exc:  # decoders raise many types on data they cannot handle
         log.info("decoding frame %d of %s failed: %s", number, path.name, exc)
         raise CannotTranscode(
             f"frame {number} of this instance cannot be decoded ({exc}); "
             "ask with transfer-syntax=* for the stored bytes"
         ) from exc
+    return array, header
 
 
 def native_frame(path: Path, number: int, bits_allocated: int) -> bytes:

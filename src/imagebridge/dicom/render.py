@@ -44,9 +44,9 @@ class RenderOptions:
 
 
 def render_frame(path: Path, number: int, options: RenderOptions) -> bytes:
-    """Frame ``number`` (1-based) of the instance at ``path``, encoded as ``options.media_type``."""
-    header = pixels.read_header(path)
-    array = pixels.decode_frame(path, number)
+    """Frame ``number`` (1-based) of the instance at ``path``, encoded as ``options.media_type``;
+    the file is parsed once (the decoder's header read gives the display attributes)."""
+    array, header = pixels.decode_frame_and_header(path, number)
     image = Image.fromarray(display(array, header, options.window))
     if options.viewport is not None:
         image = fit(image, *options.viewport)

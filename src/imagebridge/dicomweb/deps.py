@@ -37,12 +37,13 @@ from imagebridge.services.archive import Archive
 NO_ACCESS = "this token does not give access to the requested study, series or instance"
 
 
-def _archive(request: Request) -> Archive:
+async def _archive(request: Request) -> Archive:
+    """``async`` (no I/O): FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request."""
     archive: Archive = request.app.state.archive
     return archive
 
 
-def _base_url(request: Request) -> str:
+async def _base_url(request: Request) -> str:
     """The DICOMweb root as the client sees it (PS3.18 §8.2: the Base URI)."""
     archive: Archive = request.app.state.archive
     if archive.settings.public_base_url:
