@@ -58,6 +58,10 @@ class InstanceConflict(Conflict):
     pass
 
 
+class NotAuthorizedToStore(ImageBridgeError):
+    """The caller's access does not cover this instance's patient or study (STOW-RS, per instance)."""
+
+
 class StudyMismatch(Conflict):
     pass
 

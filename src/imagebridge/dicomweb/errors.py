@@ -24,6 +24,7 @@ STATUS: list[tuple[type[errors.ImageBridgeError], int]] = [
     (errors.NotFound, 404),
     (errors.InvalidInput, 400),
     (errors.Conflict, 409),
+    (errors.NotAuthorizedToStore, 403),
     (errors.NotAcceptable, 406),
     (errors.UnsupportedMediaType, 415),
     (errors.StorageFailure, 503),

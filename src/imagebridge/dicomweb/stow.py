@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from imagebridge import errors
-from imagebridge.dicom.parse import read_stored
+from imagebridge.dicom.parse import ParsedInstance
 from imagebridge.dicomweb import multipart, warning
 from imagebridge.dicomweb.deps import Access, ArchiveDep, BaseUrl, Caller
 from imagebridge.fhir.index import fhir_id
@@ -74,6 +74,8 @@ IN_FLIGHT = 4
 
 
 def failure_reason(error: errors.ImageBridgeError) -> int:
+    if isinstance(error, errors.NotAuthorizedToStore):
+        return NOT_AUTHORIZED
     if isinstance(error, errors.InstanceConflict):
         return DUPLICATE_INSTANCE
     if isinstance(error, errors.StudyMismatch):
@@ -122,13 +124,8 @@ class _SpoolPart(multipart.PartWriter):
 
     async def _store(self) -> None:
         try:
-            refusal = await anyio.to_thread.run_sync(refused, self.access, self.spool)
-            if refusal is not None:
-                self.spool.discard()
-                self._failed(*refusal)
-                return
             stored = await anyio.to_thread.run_sync(
-                lambda: self.ingest.store(self.spool, study_uid=self.study_uid)
+                lambda: self.ingest.store(self.spool, study_uid=self.study_uid, admit=self._admit)
             )
         except errors.ImageBridgeError as exc:
             self._failed(failure_reason(exc), exc.reason)
@@ -141,46 +138,23 @@ class _SpoolPart(multipart.PartWriter):
             self.slots.release()
         self.outcomes.add_stored(self.part, stored)
 
+    def _admit(self, parsed: ParsedInstance) -> None:
+        """Refuse an instance whose patient, or the study it joins, is outside the caller's
+        access (create); asked by ingest on its own parse, before anything is written."""
+        if self.access.anonymous:
+            return
+        patient = fhir_id(parsed.patient_id, parsed.issuer_of_patient_id)
+        if not self.access.may_store(patient, parsed.study_uid).allowed:
+            raise errors.NotAuthorizedToStore(
+                "refused: this token may not store instances of this patient or study"
+            )
+
     def _failed(self, reason: int, comment: str) -> None:
         sop_class_uid, sop_uid = identify(bytes(self.head))
         self.outcomes.add_failed(self.part, Failure(reason, comment, sop_class_uid, sop_uid))
 
     async def abort(self) -> None:
         self.spool.discard()
-
-
-_OWNER_TAGS = ["PatientID", "IssuerOfPatientID", "StudyInstanceUID"]
-
-
-def refused(access: Access, spool: Spool) -> tuple[int, str] | None:
-    """Why the caller may not store the spooled instance (a failure reason and comment), or
-    None: its patient, and the study it joins, must be within the caller's access (create).
-
-    Read the way ingest reads it (``parse.read_stored``), so both see the same patient; an
-    object that cannot be read is refused here rather than stored unchecked."""
-    if access.anonymous:
-        return None
-    spool.flush()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = read_stored(spool.path, stop_before_pixels=True, specific_tags=_OWNER_TAGS)
-        patient_id, issuer, study_uid = (_text(ds.get(k)) for k in _OWNER_TAGS)
-    except Exception:
-        return CANNOT_UNDERSTAND, "not a readable DICOM Part 10 object"
-    decision = access.may_store(fhir_id(patient_id, issuer), study_uid)
-    if decision.allowed:
-        return None
-    return NOT_AUTHORIZED, "refused: this token may not store instances of this patient or study"
-
-
-def _text(value: object) -> str:
-    """As ``parse`` reads a text value: multiple values joined by backslash, padding stripped."""
-    if value is None:
-        return ""
-    if isinstance(value, pydicom.multival.MultiValue):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip().rstrip("\x00")
 
 
 HEAD_BYTES = 64 * 1024

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,8 +47,17 @@ class Ingest:
     def spool(self) -> Spool:
         return self.blobs.spool()
 
-    def store(self, spool: Spool, *, study_uid: str | None = None) -> Stored:
-        """Store the spooled object; the spool is consumed whatever happens."""
+    def store(
+        self,
+        spool: Spool,
+        *,
+        study_uid: str | None = None,
+        admit: Callable[[ParsedInstance], None] | None = None,
+    ) -> Stored:
+        """Store the spooled object; the spool is consumed whatever happens.
+
+        ``admit`` sees the parsed instance before anything is written and raises to refuse it
+        (STOW-RS asks the access policy there, on the same parse ingest uses)."""
         try:
             spool.flush()
             parsed = parse_file(spool.path, bulk_threshold=self.bulk_threshold)
@@ -55,6 +65,8 @@ class Ingest:
                 raise StudyMismatch(
                     f"the instance belongs to study {parsed.study_uid}, not to study {study_uid} named in the request"
                 )
+            if admit is not None:
+                admit(parsed)
             existing = self.catalog.stored_blob(parsed.sop_uid)
             if existing == spool.digest:
                 return _stored(parsed, Outcome.ALREADY_STORED)
