@@ -1,8 +1,8 @@
 """WADO-RS rendered resources and thumbnails (PS3.18 §10.4.1.1.4-5, query parameters §8.3.5.1).
 
 ``/rendered`` and ``/thumbnail`` at study, series, instance and frame level. A study or series
-is shown by a representative instance; an instance by its first frame. Decoding and encoding run
-in a worker thread.
+is shown by a representative instance; an instance by its first frame. The lookup, the checks and
+the decoding and encoding run in one worker thread call per request.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from imagebridge.dicom import render
 from imagebridge.dicomweb import accept, caching, multipart
 from imagebridge.dicomweb.deps import ArchiveDep
 from imagebridge.errors import InvalidQuery
-from imagebridge.index.lookup import StoredInstance, Target
+from imagebridge.index.lookup import Target
 from imagebridge.services import frames
 from imagebridge.services import render as rendering
 from imagebridge.services.archive import Archive
@@ -82,36 +82,34 @@ async def _respond(
     request: Request, archive: Archive, target: Target, numbers: list[int] | None, *, thumbnail: bool
 ) -> Response:
     options = _options(request, thumbnail=thumbnail)
-    instances = await anyio.to_thread.run_sync(archive.lookup.instances, target)
+    return await anyio.to_thread.run_sync(_answer, request, archive, target, numbers or [1], options)
+
+
+def _answer(
+    request: Request, archive: Archive, target: Target, wanted: list[int], options: render.RenderOptions
+) -> Response:
+    """Look up, check, and render in one worker thread (one hop per request, not one per step)."""
+    instances = archive.lookup.instances(target)
     instance = instances[0] if target.sop_uid else rendering.representative(instances, target)
-    wanted = numbers or [1]
     for number in wanted:
         rendering.check_renderable(instance, number)
     tag = caching.etag(instance.blob_key, wanted, options)
     if (cached := caching.not_modified(request, tag)) is not None:
         return cached
     headers = caching.headers(tag)
-    if len(wanted) == 1:
-        media_type = options.media_type
-        body = b"" if request.method == "HEAD" else await _image(archive, instance, wanted[0], options)
-    else:
-        boundary = multipart.new_boundary()
-        media_type = multipart.content_type(boundary, options.media_type)
-        body = b""
-        if request.method != "HEAD":
-            for number in wanted:
-                image = await _image(archive, instance, number, options)
-                body += multipart.part_header(boundary, options.media_type) + image + multipart.CRLF
-            body += multipart.closing(boundary)
+    boundary = multipart.new_boundary() if len(wanted) > 1 else None
+    media_type = (
+        options.media_type if boundary is None else multipart.content_type(boundary, options.media_type)
+    )
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers, media_type=media_type)
+    images = [rendering.rendered(archive.blobs, instance, number, options) for number in wanted]
+    if boundary is None:
+        body = images[0]
+    else:
+        head = multipart.part_header(boundary, options.media_type)
+        body = b"".join(head + image + multipart.CRLF for image in images) + multipart.closing(boundary)
     return Response(body, media_type=media_type, headers=headers)
-
-
-async def _image(
-    archive: Archive, instance: StoredInstance, number: int, options: render.RenderOptions
-) -> bytes:
-    return await anyio.to_thread.run_sync(rendering.rendered, archive.blobs, instance, number, options)
 
 
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
