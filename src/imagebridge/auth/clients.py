@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from imagebridge.auth.tokens import access_changed
 from imagebridge.errors import Conflict, NotFound
 from imagebridge.index.schema import auth_clients
 
@@ -116,13 +117,16 @@ class Clients:
                 .where(auth_clients.c.client_id == client_id)
                 .values(pre_approved=approved)
             ).rowcount
+        access_changed()
         if not changed:
             raise NotFound(f"no client '{client_id}'")
 
     def remove(self, client_id: str) -> None:
         with self.engine.begin() as conn:
-            if not conn.execute(delete(auth_clients).where(auth_clients.c.client_id == client_id)).rowcount:
-                raise NotFound(f"no client '{client_id}'")
+            removed = conn.execute(delete(auth_clients).where(auth_clients.c.client_id == client_id)).rowcount
+        access_changed()
+        if not removed:
+            raise NotFound(f"no client '{client_id}'")
 
 
 def _client(row: Any) -> Client:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -31,7 +32,7 @@ from imagebridge.auth.jwks import SigningKey
 from imagebridge.auth.launches import LaunchContext, Launches
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import Scopes, parse
-from imagebridge.auth.tokens import Grant, TokenRecord, Tokens
+from imagebridge.auth.tokens import Grant, TokenRecord, Tokens, digest, revocations
 from imagebridge.auth.users import Role, User, Users
 
 ACCESS_LIFETIME = 3600
@@ -40,6 +41,8 @@ REFRESH_LIFETIME = 30 * 24 * 3600
 CODE_LIFETIME = 120
 TICKET_LIFETIME = 600
 SESSION_LIFETIME = 8 * 3600
+PRINCIPAL_CACHE_SECONDS = 1.0
+PRINCIPAL_CACHE_SIZE = 10_000
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 ADMIN_POLICY = AccessGrant(ALL, ALL)
 
@@ -104,6 +107,7 @@ class AuthorizationServer:
     tokens: Tokens = field(init=False)
     ledger: assertions.JtiLedger = field(init=False)
     launches: Launches = field(init=False)
+    _principals: dict[str, tuple[float, int, Principal]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.launches = Launches(self.engine)
@@ -371,7 +375,27 @@ class AuthorizationServer:
         return scopes
 
     def principal(self, token: str) -> Principal:
-        """The principal behind a bearer access token; InvalidToken if it is not an active one."""
+        """The principal behind a bearer access token; InvalidToken if it is not an active one.
+
+        A resolved token is remembered for at most PRINCIPAL_CACHE_SECONDS (never past its
+        expiry): a viewer's burst of frame requests costs one lookup. Any revocation made in this
+        process forgets every remembered token at once; one made by another process (a second
+        worker, the CLI) takes effect within that second."""
+        key = digest(token)
+        now = time.monotonic()
+        cached = self._principals.get(key)
+        if cached is not None and cached[0] > now and cached[1] == revocations():
+            return cached[2]
+        generation = revocations()
+        principal, expires_at = self._resolve(token)
+        ttl = min(PRINCIPAL_CACHE_SECONDS, (expires_at - datetime.now(UTC)).total_seconds())
+        if ttl > 0:
+            if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
+                self._principals.clear()
+            self._principals[key] = (now + ttl, generation, principal)
+        return principal
+
+    def _resolve(self, token: str) -> tuple[Principal, datetime]:
         record = self.tokens.find(token)
         if record is None or record.kind != "access" or not record.active():
             raise InvalidToken("the access token is unknown, expired or revoked")
@@ -394,7 +418,7 @@ class AuthorizationServer:
             share=share["id"] if share else None,
             download=bool(share["download"]) if share else True,
             role=str(user.role.value) if user is not None else None,
-        )
+        ), record.expires_at
 
     def introspect(self, form: Mapping[str, str], bearer: str | None, where: Endpoints) -> dict[str, Any]:
         """RFC 7662 §2: the caller must authenticate; then the token's state, SMART fields included."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, Insert, delete, insert, select, update
 
 from imagebridge.index.schema import auth_tokens
 
@@ -55,6 +55,21 @@ class TokenRecord:
 
     def active(self, now: datetime | None = None) -> bool:
         return not self.revoked and (now or datetime.now(UTC)) < self.expires_at
+
+
+_revocations = 0
+"""How many revocation writes this process has made (any Tokens object): a resolved token that
+was cached before the count moved is resolved again."""
+
+
+def revocations() -> int:
+    return _revocations
+
+
+def access_changed() -> None:
+    """Something a resolved token depends on changed (a revocation, a client removed)."""
+    global _revocations
+    _revocations += 1
 
 
 class Tokens:
@@ -127,9 +142,13 @@ class Tokens:
     def _write(self, statement: Any) -> int:
         if self._lock is None:
             with self.engine.begin() as conn:
-                return int(conn.execute(statement).rowcount or 0)
-        with self._lock, self.engine.begin() as conn:
-            return int(conn.execute(statement).rowcount or 0)
+                count = int(conn.execute(statement).rowcount or 0)
+        else:
+            with self._lock, self.engine.begin() as conn:
+                count = int(conn.execute(statement).rowcount or 0)
+        if not isinstance(statement, Insert):
+            access_changed()
+        return count
 
 
 def _record(row: Any) -> TokenRecord:
