@@ -9,9 +9,8 @@ import zipfile
 import httpx
 import pytest
 
-from imagebridge.auth.users import Role, Users
+from imagebridge.auth.users import MAX_FAILURES, Role, Users
 from imagebridge.fhir.index import fhir_id
-from imagebridge.portal.routes import MAX_FAILURES
 from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
 
 

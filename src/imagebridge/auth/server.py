@@ -33,7 +33,7 @@ from imagebridge.auth.launches import LaunchContext, Launches
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import Scopes, parse
 from imagebridge.auth.tokens import Grant, TokenRecord, Tokens, digest, revocations
-from imagebridge.auth.users import Role, User, Users
+from imagebridge.auth.users import Role, SignInThrottle, User, Users
 
 ACCESS_LIFETIME = 3600
 BACKEND_LIFETIME = 300
@@ -107,6 +107,7 @@ class AuthorizationServer:
     tokens: Tokens = field(init=False)
     ledger: assertions.JtiLedger = field(init=False)
     launches: Launches = field(init=False)
+    sign_ins: SignInThrottle = field(init=False, default_factory=SignInThrottle)
     _principals: dict[str, tuple[float, int, Principal]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:

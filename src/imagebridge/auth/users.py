@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import enum
 import json
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -123,3 +125,31 @@ def _user(row: object) -> User:
         display_name=row.display_name,  # type: ignore[attr-defined]
         patients=tuple(json.loads(row.patients)),  # type: ignore[attr-defined]
     )
+
+
+MAX_FAILURES = 5
+LOCK_SECONDS = 15 * 60
+
+
+class SignInThrottle:
+    """At most :data:`MAX_FAILURES` wrong passwords per user name in :data:`LOCK_SECONDS`, counted
+    across every sign-in page (the authorization server's and the portal's): one per process."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def locked(self, username: str) -> bool:
+        recent = self._failures.get(username.lower())
+        if recent is None:
+            return False
+        while recent and recent[0] < time.monotonic() - LOCK_SECONDS:
+            recent.popleft()
+        if not recent:
+            del self._failures[username.lower()]
+        return len(recent) >= MAX_FAILURES
+
+    def failed(self, username: str) -> None:
+        self._failures[username.lower()].append(time.monotonic())
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username.lower(), None)

@@ -136,10 +136,16 @@ def _browser_routes(app: FastAPI, authz: AuthorizationServer) -> None:
             return HTMLResponse(pages.error(exc.description), status_code=400)
         client = await _run(authz.clients.get, auth_request.client_id)
         name = client.name if client else "An app"
-        user = await _run(authz.users.authenticate, form.get("username", ""), form.get("password", ""))
+        username = form.get("username", "").strip()
+        if authz.sign_ins.locked(username):
+            message = "Too many wrong passwords for this user name. Wait 15 minutes, then try again."
+            return HTMLResponse(pages.sign_in(name, fields, message), status_code=429, headers=NO_STORE)
+        user = await _run(authz.users.authenticate, username, form.get("password", ""))
         if user is None:
+            authz.sign_ins.failed(username)
             page = pages.sign_in(name, fields, "That user name and password do not match.")
             return HTMLResponse(page, status_code=401, headers=NO_STORE)
+        authz.sign_ins.succeeded(username)
         context = await _run(authz.launch_context, auth_request)
         if context is not None and context.username != user.username:
             page = pages.sign_in(name, fields, "This app was opened by another user; sign in as that user.")

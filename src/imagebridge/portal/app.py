@@ -25,7 +25,6 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def mount(app: FastAPI) -> None:
-    app.state.sign_in_throttle = routes.SignInThrottle()
     app.include_router(routes.router)
     app.include_router(viewer.router)
     app.include_router(shares.router)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import time
-from collections import defaultdict, deque
 from typing import Annotated, Any
 
 import httpx
@@ -20,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagebridge.auth.policy import Principal
+from imagebridge.auth.users import SignInThrottle
 from imagebridge.portal import layout, pages, session, studies
 from imagebridge.portal.session import Session, SignedIn
 from imagebridge.services.archive import Archive
@@ -30,29 +29,8 @@ _IMAGE_PATH = re.compile(
     r"^studies/(?P<study>[0-9.]{1,64})(/series/[0-9.]{1,64}(/instances/[0-9.]{1,64}(/frames/[0-9]{1,6})?)?)?"
     r"/(thumbnail|rendered)$"
 )
-MAX_FAILURES = 5
 MAX_LISTED = 100
 """Studies shown on one list page (newest first); staff narrow it by choosing a patient."""
-LOCK_SECONDS = 15 * 60
-
-
-class SignInThrottle:
-    """At most :data:`MAX_FAILURES` wrong passwords per user name in :data:`LOCK_SECONDS`."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def locked(self, username: str) -> bool:
-        recent = self._failures[username.lower()]
-        while recent and recent[0] < time.monotonic() - LOCK_SECONDS:
-            recent.popleft()
-        return len(recent) >= MAX_FAILURES
-
-    def failed(self, username: str) -> None:
-        self._failures[username.lower()].append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username.lower(), None)
 
 
 def _archive(request: Request) -> Archive:
@@ -83,11 +61,11 @@ async def sign_in(request: Request) -> Response:
     expected = request.cookies.get(SIGNIN_COOKIE, "")
     if not expected or not hmac.compare_digest(expected, str(form.get("csrf", ""))):
         return _sign_in_page(request, "The sign-in form had expired. Please try again.", username, 400)
-    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    authz = request.app.state.authorization
+    throttle: SignInThrottle = authz.sign_ins
     if throttle.locked(username):
         message = "Too many wrong passwords for this user name. Wait 15 minutes, then try again."
         return _sign_in_page(request, message, username, 429)
-    authz = request.app.state.authorization
     user = await run_in_threadpool(authz.users.authenticate, username, password)
     if user is None:
         throttle.failed(username)
