@@ -129,7 +129,8 @@ def page(
         '<a class="skip" href="#main">Skip to content</a>'
         f'<header class="top"><a class="brand" href="/portal">imagebridge</a>{menu}{account}</header>'
         f'<main id="main" tabindex="-1">{body}</main>'
-        "<footer>Your images stay in this archive. Questions? Ask the imaging department.</footer>"
+        "<footer>The images stay in this archive; nothing is copied unless you download or send it. "
+        "Questions? Ask the imaging department.</footer>"
         f"{js}</body></html>"
     )
 

@@ -296,7 +296,7 @@ def _code_page(
         "<h1>Images shared with you</h1>"
         + (layout.alert(error) if error else "")
         + layout.next_step(
-            "Type the access code the patient gave you and her date of birth."
+            "Type the access code the patient gave you and the patient's date of birth."
             if form
             else "Contact the patient: she can unlock the share, or give you a new code, on her Shares page."
         )
