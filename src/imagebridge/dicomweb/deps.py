@@ -28,7 +28,8 @@ from fastapi import Depends, Request
 from sqlalchemy import ColumnElement
 
 from imagebridge.auth import policy
-from imagebridge.auth.errors import AccessDenied, InsufficientScope, InvalidToken
+from imagebridge.auth.authority import bearer_token
+from imagebridge.auth.errors import AccessDenied, InsufficientScope
 from imagebridge.auth.policy import Interaction, Principal, Target
 from imagebridge.dicom.matching import Level
 from imagebridge.index import access
@@ -51,23 +52,14 @@ async def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/dicomweb"
 
 
-def bearer_token(request: Request) -> str:
-    """RFC 6750 §2.1: the token of an ``Authorization: Bearer <token>`` header."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise InvalidToken("no access token; send Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-    return token.strip()
-
-
 def caller(request: Request) -> Principal:
     """The principal behind the request's bearer token, resolved only by ``app.state.authority``."""
     archive: Archive = request.app.state.archive
     if archive.settings.dicomweb_anonymous:
         return policy.anonymous()
-    principal: Principal = request.app.state.authority.principal(bearer_token(request))
+    principal: Principal = request.app.state.authority.principal(
+        bearer_token(request.headers.get("authorization"))
+    )
     return principal
 
 

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement
 
 from imagebridge.auth import policy
-from imagebridge.auth.errors import AccessDenied, InsufficientScope, InvalidToken
+from imagebridge.auth.authority import bearer_token
+from imagebridge.auth.errors import AccessDenied, InsufficientScope
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.auth.server import AuthorizationServer, Endpoints
 from imagebridge.dicom.matching import Level
@@ -56,13 +57,7 @@ def endpoints(request: Request) -> Endpoints:
 
 def principal(request: Request) -> Principal:
     """RFC 6750 §2.1: the bearer token in the Authorization header, resolved by the authorization server."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise InvalidToken("no access token; send Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-    return integrated.authority(request).principal(token.strip())
+    return integrated.authority(request).principal(bearer_token(request.headers.get("authorization")))
 
 
 Where = Annotated[Endpoints, Depends(endpoints)]

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from imagebridge.auth import jwks, registration, revocation
-from imagebridge.auth.errors import InvalidRequest, InvalidToken, OAuthError
+from imagebridge.auth.authority import bearer_token
+from imagebridge.auth.errors import InvalidRequest, OAuthError
 from imagebridge.auth.scopes import parse
 from imagebridge.auth.server import (
     SESSION_LIFETIME,
@@ -284,9 +285,4 @@ def _protocol_routes(app: FastAPI, authz: AuthorizationServer) -> None:
 
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-    return value.strip()
+    return None if header is None else bearer_token(header)

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from imagebridge.auth.authority import bearer_token
 from imagebridge.auth.errors import InvalidToken
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.users import Role
@@ -50,14 +51,9 @@ def staff_name(request: Request, principal: Principal) -> str | None:
 
 
 def _staff(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if header is None:
-        raise NotStaff(401, "no access token; send Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise NotStaff(401, "the Authorization header is not 'Bearer <token>'")
     try:
-        principal: Principal = request.app.state.authority.principal(token.strip())
+        token = bearer_token(request.headers.get("authorization"))
+        principal: Principal = request.app.state.authority.principal(token)
     except InvalidToken as exc:
         raise NotStaff(401, exc.description) from exc
     name = staff_name(request, principal)

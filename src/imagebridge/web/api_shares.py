@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from imagebridge.auth import policy
+from imagebridge.auth.authority import bearer_token
 from imagebridge.auth.errors import InvalidToken, OAuthError
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.errors import ImageBridgeError, InvalidInput, NotFound
@@ -83,13 +84,8 @@ def sharing(request: Request) -> Sharing:
 
 
 def caller(request: Request) -> Principal:
-    header = request.headers.get("authorization")
-    if header is None:
-        raise InvalidToken("no access token; send Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-    principal: Principal = request.app.state.authority.principal(token.strip())
+    token = bearer_token(request.headers.get("authorization"))
+    principal: Principal = request.app.state.authority.principal(token)
     return principal
 
 

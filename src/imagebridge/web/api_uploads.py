@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from imagebridge.auth.authority import bearer_token
 from imagebridge.auth.errors import InvalidToken
 from imagebridge.auth.policy import Principal
 from imagebridge.dicomweb.errors import problem
@@ -72,11 +73,9 @@ def from_principal(principal: Principal) -> Uploader:
 async def _uploader(request: Request) -> Uploader:
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Refused(401, "the Authorization header is not 'Bearer <token>'")
         try:
-            principal = await run_in_threadpool(request.app.state.authority.principal, token.strip())
+            token = bearer_token(header)
+            principal = await run_in_threadpool(request.app.state.authority.principal, token)
         except InvalidToken as exc:
             raise Refused(401, exc.description) from exc
         return from_principal(principal)
