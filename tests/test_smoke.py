@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pydicom
 from dicomweb_client import DICOMwebClient
 
+from imagebridge.web.server import BackgroundServer
 from tests.samples import sample
 
 
@@ -16,3 +18,14 @@ def test_store_search_retrieve(dicomweb_url: str) -> None:
     assert [s["0020000D"]["Value"][0] for s in studies] == [ds.StudyInstanceUID]
     got = client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     assert got.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_openapi_operation_ids_are_unique(server: BackgroundServer) -> None:
+    """Routes serving GET and HEAD (or PUT and PATCH) still get one operationId per operation."""
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    ids = [
+        op["operationId"] for item in schema["paths"].values() for op in item.values() if "operationId" in op
+    ]
+    assert len(ids) > 50 and len(ids) == len(set(ids))
+    head = schema["paths"]["/dicomweb/studies/{study}"]
+    assert head["head"]["operationId"] == head["get"]["operationId"] + "_head"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -73,7 +76,32 @@ def create_app(archive: Archive) -> FastAPI:
     api_reconciliation.mount(app)
     api_uploads.mount(app)
     _health_routes(app, archive)
+    _unique_operation_ids(app)
     return app
+
+
+def _unique_operation_ids(app: FastAPI) -> None:
+    """OpenAPI wants every operationId unique; FastAPI gives a route that serves several methods
+    (GET and HEAD, PUT and PATCH) one id for all of them. Later methods get theirs suffixed."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+            schema = FastAPI.openapi(app)
+        seen: set[str] = set()
+        for path_item in schema.get("paths", {}).values():
+            for method, operation in path_item.items():
+                operation_id = operation.get("operationId")
+                if operation_id is None:
+                    continue
+                if operation_id in seen:
+                    operation["operationId"] = operation_id = f"{operation_id}_{method}"
+                seen.add(operation_id)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _authority(app: FastAPI, archive: Archive, local: AuthorizationServer) -> TokenAuthority:
