@@ -11,9 +11,9 @@ import logging
 import queue
 import socket
 import ssl
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pynetdicom
@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from imagebridge.config import Settings
 from imagebridge.dicom.matching import Level
+from imagebridge.dimse.handlers import find as find_handler
 from imagebridge.dimse.handlers.commitment import WELL_KNOWN_INSTANCE
 from imagebridge.dimse.peers import Peer
 from imagebridge.dimse.scu import Scu, identifier
@@ -190,9 +191,18 @@ def test_tls_port_refuses_plain_and_silent_clients_cleanly(
 # C-CANCEL (PS3.7 §9.3.2.3)
 
 
-def test_cancel_during_large_find(lone: Archive, listener: Listener) -> None:
-    """The C-CANCEL goes out as soon as the request has (from another thread, as a user's
-    "stop" would): the listener must stop answering and end with status Cancel."""
+def test_cancel_during_large_find(lone: Archive, listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C-CANCEL sent while matches are still going out (here: after the first one, with each
+    answer made 2 ms slower, as a large archive would be) makes the listener stop answering and
+    end with status Cancel. (pynetdicom drops a C-CANCEL that arrives before the SCP has started
+    on the request, so the cancel must come once answers flow, as a user's "stop" does.)"""
+    answer_of = find_handler.identifiers.answer
+
+    def slow_answer(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.002)
+        return answer_of(*args, **kwargs)
+
+    monkeypatch.setattr(find_handler.identifiers, "answer", slow_answer)
     server = listener()
     study = copies(lone, 200)
     ae = AE("CANCELLER")
@@ -202,9 +212,10 @@ def test_cancel_during_large_find(lone: Archive, listener: Listener) -> None:
     context_id = assoc.accepted_contexts[0].context_id
     statuses = []
     try:
-        threading.Timer(0.005, assoc.send_c_cancel, (7, context_id)).start()
         for answer, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind, msg_id=7):
             statuses.append(int(answer.Status))
+            if len(statuses) == 1:
+                assoc.send_c_cancel(7, context_id)
     finally:
         assoc.release()
     assert statuses[-1] == 0xFE00
