@@ -209,3 +209,17 @@ def test_guessing_the_code_locks_the_share(browser_page: Page, shared_site: Site
     )
     assert answer.status in (400, 423)
     assert site.app.state.sharing.get(created.share.share_id).state().value == "locked"
+
+    # the patient unlocks it on her Shares page; the recipient's right answer works again
+    sign_in(page, site.url)
+    page.goto(f"{site.url}/portal/shares")
+    page.get_by_role("form", name="Unlock this share").get_by_role("button", name="Unlock").click()
+    page.wait_for_url(f"{site.url}/portal/shares")
+    assert site.app.state.sharing.get(created.share.share_id).state().value == "active"
+    page.goto(f"{site.url}{created.link}")
+    page.get_by_label("Access code").fill(created.code)
+    page.get_by_label("The patient's date of birth").fill(
+        f"{ANNA['PatientBirthDate'][:4]}-{ANNA['PatientBirthDate'][4:6]}-{ANNA['PatientBirthDate'][6:]}"
+    )
+    page.get_by_role("button", name="Open the images").click()
+    page.wait_for_url(f"{site.url}{created.link}/studies")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -234,21 +235,18 @@ async def _owned(request: Request, current: Session, share_id: str) -> Share | N
 
 @router.post("/portal/shares/{share_id}/revoke")
 async def revoke_share(request: Request, share_id: str, current: SignedIn) -> Response:
-    await session.check_csrf(request, current)
-    share = await _owned(request, current, share_id)
-    if share is None:
-        return layout.problem(
-            "Share not found",
-            "That share is not one of yours.",
-            ("/portal/shares", "Your shares"),
-            status=404,
-        )
-    await run_in_threadpool(_sharing(request).revoke, share_id, current.user.username if current.user else "")
-    return RedirectResponse("/portal/shares", status_code=303)
+    return await _on_own_share(request, current, share_id, Sharing.revoke)
 
 
 @router.post("/portal/shares/{share_id}/unlock")
 async def unlock_share(request: Request, share_id: str, current: SignedIn) -> Response:
+    return await _on_own_share(request, current, share_id, Sharing.unlock)
+
+
+async def _on_own_share(
+    request: Request, current: Session, share_id: str, act: Callable[[Sharing, str, str], object]
+) -> Response:
+    """Revoke or unlock one of the signed-in patient's shares, then back to the list."""
     await session.check_csrf(request, current)
     share = await _owned(request, current, share_id)
     if share is None:
@@ -258,7 +256,8 @@ async def unlock_share(request: Request, share_id: str, current: SignedIn) -> Re
             ("/portal/shares", "Your shares"),
             status=404,
         )
-    await run_in_threadpool(_sharing(request).unlock, share_id, current.user.username if current.user else "")
+    by = current.user.username if current.user else ""
+    await run_in_threadpool(act, _sharing(request), share_id, by)
     return RedirectResponse("/portal/shares", status_code=303)
 
 
@@ -298,7 +297,7 @@ def _code_page(
         + layout.next_step(
             "Type the access code the patient gave you and the patient's date of birth."
             if form
-            else "Contact the patient: she can unlock the share, or give you a new code, on her Shares page."
+            else "Contact the patient: they can unlock the share, or give you a new code, on their Shares page."
         )
         + (
             f'<div class="card">{layout.form(f"/s/{share_id}", csrf, inner, label="Open shared images")}</div>'
