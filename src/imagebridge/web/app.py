@@ -82,7 +82,8 @@ def create_app(archive: Archive) -> FastAPI:
 
 def _unique_operation_ids(app: FastAPI) -> None:
     """OpenAPI wants every operationId unique; FastAPI gives a route that serves several methods
-    (GET and HEAD, PUT and PATCH) one id for all of them. Later methods get theirs suffixed."""
+    (GET and HEAD, PUT and PATCH) one id for all of them, ending in whichever of its methods a set
+    yields first. Each operation's id ends in its own method instead (the same in every process)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -90,15 +91,17 @@ def _unique_operation_ids(app: FastAPI) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Duplicate Operation ID")
             schema = FastAPI.openapi(app)
-        seen: set[str] = set()
         for path_item in schema.get("paths", {}).values():
-            for method, operation in path_item.items():
-                operation_id = operation.get("operationId")
-                if operation_id is None:
-                    continue
-                if operation_id in seen:
-                    operation["operationId"] = operation_id = f"{operation_id}_{method}"
-                seen.add(operation_id)
+            methods = [
+                m for m in path_item if isinstance(path_item[m], dict) and "operationId" in path_item[m]
+            ]
+            for method in methods:
+                operation_id = path_item[method]["operationId"]
+                for suffix in (f"_{m}" for m in methods):
+                    if operation_id.endswith(suffix):
+                        operation_id = operation_id.removesuffix(suffix)
+                        break
+                path_item[method]["operationId"] = f"{operation_id}_{method}"
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
