@@ -156,12 +156,16 @@ def _create(request: Request, service: Sharing, body: dict[str, Any]) -> Created
     created = service.create(
         patient=patient,
         studies=studies,
-        created_by=principal.subject or principal.fhir_user or principal.client_id,
+        created_by=_who(principal),
         recipient=_text(body, "recipient"),
         expires=parse_expiry(expires) if expires else None,
         allow_download=download,
     )
     return created
+
+
+def _who(principal: Principal) -> str:
+    return principal.subject or principal.fhir_user or principal.client_id
 
 
 async def _off_loop(work: Callable[[], Any]) -> Any:
@@ -200,9 +204,6 @@ def router() -> APIRouter:
         _owner(principal, share.patient)
         return principal, share
 
-    def _who(principal: Principal) -> str:
-        return principal.subject or principal.fhir_user or principal.client_id
-
     @api.get("/{share_id}")
     def read(request: Request, share_id: str, service: Service) -> JSONResponse:
         try:
@@ -214,18 +215,19 @@ def router() -> APIRouter:
     @api.delete("/{share_id}")
     @api.post("/{share_id}/revoke")
     def revoke(request: Request, share_id: str, service: Service) -> JSONResponse:
-        try:
-            principal, share = _mine(request, service, share_id)
-            share = service.revoke(share.share_id, by=_who(principal))
-        except Exception as exc:
-            return _answer(exc)
-        return JSONResponse(_share_json(request, share))
+        return _change(request, service, share_id, Sharing.revoke)
 
     @api.post("/{share_id}/unlock")
     def unlock(request: Request, share_id: str, service: Service) -> JSONResponse:
+        return _change(request, service, share_id, Sharing.unlock)
+
+    def _change(
+        request: Request, service: Sharing, share_id: str, act: Callable[[Sharing, str, str], Share]
+    ) -> JSONResponse:
+        """Revoke or unlock one of the caller's shares; the share as it now stands."""
         try:
             principal, share = _mine(request, service, share_id)
-            share = service.unlock(share.share_id, by=_who(principal))
+            share = act(service, share.share_id, _who(principal))
         except Exception as exc:
             return _answer(exc)
         return JSONResponse(_share_json(request, share))
