@@ -9,7 +9,6 @@ nothing from addresses a registrant names. A dynamically registered client gets 
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from joserfc.jwk import KeySet
 from imagebridge.auth.clients import Client, ClientKind
 from imagebridge.auth.errors import OAuthError
 from imagebridge.auth.scopes import parse
+from imagebridge.identifiers import public_id
 
 
 class InvalidRedirectUri(OAuthError):
@@ -50,7 +50,7 @@ def client_from_metadata(metadata: dict[str, Any]) -> Client:
     name = metadata.get("client_name") or "unnamed app"
     kind = ClientKind.CONFIDENTIAL_ASYMMETRIC if method == "private_key_jwt" else ClientKind.PUBLIC
     return Client(
-        client_id=secrets.token_urlsafe(16),
+        client_id=public_id(16),
         name=str(name)[:200],
         kind=kind,
         redirect_uris=tuple(uris),

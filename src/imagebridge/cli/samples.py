@@ -4,7 +4,6 @@ users tied to the sample patients so that every sign-in path can be tried at onc
 from __future__ import annotations
 
 import importlib.util
-import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy import func, select
 from imagebridge.auth.users import Role, Users
 from imagebridge.cli.common import console
 from imagebridge.fhir.index import FhirIndex
+from imagebridge.identifiers import public_id
 from imagebridge.index.schema import fhir_patient_ids, patients, studies
 from imagebridge.oauth.pages import person_name
 from imagebridge.services import importer
@@ -98,7 +98,7 @@ def demo_users(archive: Archive) -> list[DemoUser]:
     chosen = {Role.PATIENT: people[:1], Role.PROXY: people[:2], Role.CLINICIAN: [], Role.ADMIN: []}
     made = []
     for name, role, display in DEMO_USERS:
-        password = secrets.token_urlsafe(12)
+        password = public_id(12)
         ids = tuple(pid for pid, _label in chosen[role])
         if name in existing:
             users.set_password(name, password)

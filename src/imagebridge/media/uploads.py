@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from imagebridge.errors import Conflict, ImageBridgeError, InvalidInput, NotFound
 from imagebridge.fhir.index import fhir_id
+from imagebridge.identifiers import public_id
 from imagebridge.index.schema import media_uploads
 from imagebridge.media import batch, preview, sources
 from imagebridge.services import importer
@@ -116,7 +116,7 @@ class Uploads:
             )
         clean = _clean_name(name)
         self.purge_abandoned()
-        upload_id = secrets.token_urlsafe(18)
+        upload_id = public_id(18)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path(upload_id).touch(exist_ok=False)
         stamp = datetime.now(UTC)

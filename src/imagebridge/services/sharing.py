@@ -41,6 +41,7 @@ from imagebridge.auth.server import AuthorizationServer
 from imagebridge.auth.tokens import Grant, aware, digest
 from imagebridge.errors import InvalidInput, NotFound
 from imagebridge.fhir.index import FhirIndex, StudyRow
+from imagebridge.identifiers import public_id
 from imagebridge.index.schema import fhir_patient_ids, share_attempts, share_sessions, shares, studies
 from imagebridge.services.archive import Archive
 from imagebridge.services.share_model import (
@@ -130,7 +131,7 @@ class Sharing:
         recipient = (recipient or "").strip()[:200] or None
         code = new_code()
         share = Share(
-            share_id=secrets.token_urlsafe(18),
+            share_id=public_id(18),
             patient=patient,
             studies=tuple(chosen),
             created_by=created_by,
