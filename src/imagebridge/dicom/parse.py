@@ -7,6 +7,7 @@ cosmetic faults are logged and kept exactly as received.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -73,7 +75,8 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
     base = f"{dicomjson.BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
     frame_index = _frame_index(ds, path, syntax)  # before the JSON walk converts the raw element
     metadata = dicomjson.dataset_to_json(ds, lambda p: base + p, bulk_threshold)
-    patient_id, issuer = _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
+    values = _Values(ds, metadata)
+    patient_id, issuer = values.text("PatientID"), values.text("IssuerOfPatientID")
     return ParsedInstance(
         study_uid=study_uid,
         series_uid=series_uid,
@@ -82,23 +85,23 @@ def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
         transfer_syntax=syntax,
         patient_id=patient_id,
         issuer_of_patient_id=issuer,
-        patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_text(ds, "PatientBirthDate"),
-        patient_sex=_text(ds, "PatientSex"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician=_text(ds, "ReferringPhysicianName"),
-        study_id=_text(ds, "StudyID"),
-        modality=_text(ds, "Modality"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        performed_start_date=_text(ds, "PerformedProcedureStepStartDate"),
-        performed_start_time=_text(ds, "PerformedProcedureStepStartTime"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        patient_name=values.text("PatientName"),
+        patient_birth_date=values.text("PatientBirthDate"),
+        patient_sex=values.text("PatientSex"),
+        study_date=values.text("StudyDate"),
+        study_time=values.text("StudyTime"),
+        accession_number=values.text("AccessionNumber"),
+        study_description=values.text("StudyDescription"),
+        referring_physician=values.text("ReferringPhysicianName"),
+        study_id=values.text("StudyID"),
+        modality=values.text("Modality"),
+        series_number=values.int("SeriesNumber"),
+        series_description=values.text("SeriesDescription"),
+        performed_start_date=values.text("PerformedProcedureStepStartDate"),
+        performed_start_time=values.text("PerformedProcedureStepStartTime"),
+        instance_number=values.int("InstanceNumber"),
+        rows=values.int("Rows"),
+        columns=values.int("Columns"),
         number_of_frames=_frame_count(ds),
         patient_json=_subset(metadata, tags.PATIENT_TAGS),
         study_json=_subset(metadata, tags.STUDY_TAGS),
@@ -161,6 +164,44 @@ def _text(ds: Dataset, keyword: str) -> str:
     if isinstance(value, pydicom.multival.MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value).strip().rstrip("\x00")
+
+
+class _Values:
+    """Attribute values for the index, read from the DICOM JSON just made where it holds them
+    as plain strings or numbers (no second conversion by pydicom), else from the dataset."""
+
+    def __init__(self, ds: Dataset, metadata: dict[str, Any]) -> None:
+        self.ds, self.metadata = ds, metadata
+
+    def _plain(self, keyword: str) -> list[Any] | None:
+        element = self.metadata.get(_json_key(keyword))
+        if element is None or "BulkDataURI" in element or "InlineBinary" in element:
+            return None
+        value = element.get("Value", [])
+        return value if all(isinstance(v, str | int | float) for v in value) else None
+
+    def text(self, keyword: str) -> str:
+        value = self._plain(keyword)
+        if value is None:
+            return _text(self.ds, keyword)
+        if len(value) > 1:
+            return "\\".join(str(v) for v in value)
+        return str(value[0]).strip().rstrip("\x00") if value else ""
+
+    def int(self, keyword: str) -> int | None:
+        value = self._plain(keyword)
+        if value is None:
+            return _int(self.ds, keyword)
+        try:
+            return int(value[0]) if len(value) == 1 and value[0] != "" else None
+        except (TypeError, ValueError):
+            return None
+
+
+@functools.cache
+def _json_key(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}" if tag is not None else ""
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
