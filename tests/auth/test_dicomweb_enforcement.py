@@ -249,6 +249,35 @@ def test_stow_with_a_patient_token_stores_her_instances_and_refuses_others(secur
     assert httpx.delete(url, headers=admin).status_code == 200
 
 
+def test_stow_decides_once_per_patient_and_study_in_a_request(
+    secured: Secured, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hundreds of slices of one study are one decision and one audit record, not one each;
+    every refused instance is still refused."""
+    world = secured.world
+    series = generate_uid()
+    mine = [
+        make_instance(study=world.sa2, series=series, PatientID="MRN-A", IssuerOfPatientID="HOSP")
+        for _ in range(3)
+    ]
+    intruders = [
+        make_instance(study=world.sb1, PatientID="MRN-A", IssuerOfPatientID="HOSP") for _ in range(2)
+    ]
+    body = multipart([part10(ds) for ds in [*mine, *intruders]])
+    with caplog.at_level(logging.INFO, logger="imagebridge.audit"):
+        response = httpx.post(
+            f"{secured.dicomweb}/studies",
+            content=body,
+            headers={**bearer(secured.patient_token(A_SCOPE)), "Content-Type": stow_type()},
+        )
+    assert response.status_code == 202, response.text
+    failed = {i["00081155"]["Value"][0] for i in response.json()[STORE_FAILED]["Value"]}
+    assert failed == {ds.SOPInstanceUID for ds in intruders}
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagebridge.audit"]
+    creates = [(r["outcome"], r["study"]) for r in records if r["interaction"] == "create" and r.get("study")]
+    assert sorted(creates) == sorted([("allow", world.sa2), ("deny", world.sb1)])
+
+
 def test_delete_is_for_administrators_only(secured: Secured) -> None:
     world = secured.world
     admin = bearer(secured.patient_token("user/ImagingStudy.cruds", username="root"))

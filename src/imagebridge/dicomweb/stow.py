@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from imagebridge import errors
+from imagebridge.auth.policy import Decision
 from imagebridge.dicom.parse import ParsedInstance
 from imagebridge.dicomweb import multipart, warning
 from imagebridge.dicomweb.deps import Access, ArchiveDep, BaseUrl, Caller
@@ -87,6 +90,22 @@ def failure_reason(error: errors.ImageBridgeError) -> int:
     return PROCESSING_FAILURE
 
 
+class _Decisions:
+    """The access decisions of one request, by (patient, study): asked once, by one thread,
+    while the parts stored at the same time wait for it."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str], Decision] = {}
+        self._lock = threading.Lock()
+
+    def decide(self, key: tuple[str, str], ask: Callable[[], Decision]) -> Decision:
+        with self._lock:
+            decision = self._made.get(key)
+            if decision is None:
+                decision = self._made[key] = ask()
+            return decision
+
+
 class _SpoolPart(multipart.PartWriter):
     """One application/dicom part: spooled to disk as it arrives, stored when it ends.
 
@@ -102,9 +121,10 @@ class _SpoolPart(multipart.PartWriter):
         limit: int,
         workers: tuple[anyio.abc.TaskGroup, anyio.Semaphore],
         access: Access,
+        decisions: _Decisions,
     ) -> None:
         self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
-        self.access = access
+        self.access, self.decisions = access, decisions
         self.tasks, self.slots = workers
         self.part = outcomes.next_part()
         self.spool: Spool = ingest.spool()
@@ -140,11 +160,15 @@ class _SpoolPart(multipart.PartWriter):
 
     def _admit(self, parsed: ParsedInstance) -> None:
         """Refuse an instance whose patient, or the study it joins, is outside the caller's
-        access (create); asked by ingest on its own parse, before anything is written."""
+        access (create); asked by ingest on its own parse, before anything is written.
+
+        Decided (and audited) once per patient and study in a request: the parts of one
+        request are nearly always one study, and asking the policy for each of hundreds of
+        slices cost an index query and an audit record per slice."""
         if self.access.anonymous:
             return
-        patient = fhir_id(parsed.patient_id, parsed.issuer_of_patient_id)
-        if not self.access.may_store(patient, parsed.study_uid).allowed:
+        key = (fhir_id(parsed.patient_id, parsed.issuer_of_patient_id), parsed.study_uid)
+        if not self.decisions.decide(key, lambda: self.access.may_store(*key)).allowed:
             raise errors.NotAuthorizedToStore(
                 "refused: this token may not store instances of this patient or study"
             )
@@ -258,6 +282,7 @@ async def _store(
     limit = archive.settings.max_upload_bytes
 
     slots = anyio.Semaphore(IN_FLIGHT)
+    decisions = _Decisions()
     truncated: errors.InvalidInput | None = None
     async with anyio.create_task_group() as tasks:
 
@@ -272,7 +297,7 @@ async def _store(
                 return _RefusedPart(
                     outcomes, f"part of type {media} refused: only application/dicom is stored"
                 )
-            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots), access)
+            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots), access, decisions)
 
         try:
             await multipart.read_parts(request.stream(), request_type.boundary, open_part)
