@@ -251,7 +251,8 @@ def test_cancel_during_large_move(lone: Archive, listener: Listener, tmp_path: P
 
 
 def test_association_limit(listener: Listener, dimse_logs: pytest.LogCaptureFixture) -> None:
-    server = listener(dicom_max_associations=2)
+    # The held associations must outlive the network timeout on a busy machine.
+    server = listener(dicom_max_associations=2, dicom_acse_timeout=10.0, dicom_network_timeout=10.0)
     ae = AE("HOLDER")
     ae.add_requested_context(Verification)
     held = [ae.associate("127.0.0.1", server.port, ae_title=AET) for _ in range(2)]

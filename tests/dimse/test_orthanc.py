@@ -105,7 +105,8 @@ def orthanc_and_us(lone: Archive, listener: Listener, tmp_path: Path) -> Iterato
     """Orthanc and the listener, each a configured peer of the other."""
     if not ORTHANC.is_file():
         pytest.skip(f"{ORTHANC} is not installed (apt-get install orthanc; `make test` does)")
-    server = listener(allow_any_caller=False)
+    # Timeouts a busy CI machine cannot overrun (the tiny defaults are for the timeout tests).
+    server = listener(allow_any_caller=False, dicom_acse_timeout=10.0, dicom_network_timeout=10.0)
     orthanc = Orthanc(tmp_path / "orthanc", server.port)
     try:
         peer = add_peer(lone, "orthanc", ORTHANC_AET, orthanc.dicom_port)
