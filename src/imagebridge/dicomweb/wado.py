@@ -3,13 +3,17 @@
 ``transfer-syntax=*`` streams the stored files unchanged: consecutive instances are read, framed,
 into one buffer of up to 8 MiB in a worker thread while the previous buffer is being sent (one
 thread hop and one socket write per batch, no copy between the file and the buffer); other
-syntaxes are converted one instance at a time.
+syntaxes are converted one instance at a time. When the server offers the ASGI
+``http.response.zerocopy`` extension (``web/zerocopy.py``), stored files are not read at all:
+each batch is only opened in a worker thread and the server sends them with ``sendfile(2)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -18,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from imagebridge.dicom import dicomjson
 from imagebridge.dicomweb import accept, caching, multipart
 from imagebridge.dicomweb.deps import ArchiveDep, BaseUrl
+from imagebridge.errors import StorageFailure
 from imagebridge.index.lookup import Target
 from imagebridge.services import retrieve
 from imagebridge.services.archive import Archive
@@ -26,6 +31,9 @@ router = APIRouter(tags=["WADO-RS"])
 
 _DICOM = "application/dicom"
 _JSON = ("application/dicom+json", "application/json")
+_ZEROCOPY = "http.response.zerocopy"
+
+_log = logging.getLogger(__name__)
 
 
 async def _retrieve(request: Request, archive: Archive, target: Target) -> Response:
@@ -48,6 +56,8 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
     media_type = multipart.content_type(boundary, _DICOM)
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers, media_type=media_type)
+    if "Content-Length" in headers and _ZEROCOPY in request.scope.get("extensions", {}):
+        return _StoredParts(archive, renditions, heads, boundary, headers, media_type)
     converted: dict[int, bytes] = {}
     if len(renditions) == 1 and not renditions[0].as_stored:
         # One instance: convert before answering, so that a failure is a 406, not a broken body.
@@ -100,6 +110,66 @@ def _read_ahead(
         return None
     loop = asyncio.get_running_loop()
     return loop.run_in_executor(None, retrieve.read_parts, archive.blobs, renditions, heads, group)
+
+
+class _StoredParts(Response):
+    """Stored parts sent by the server with ``http.response.zerocopy``: framing as body messages
+    around each file, the next batch's files opened in a worker thread while this one is sent."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        renditions: list[retrieve.Rendition],
+        heads: list[bytes],
+        boundary: str,
+        headers: dict[str, str],
+        media_type: str,
+    ) -> None:
+        super().__init__(headers=headers, media_type=media_type)
+        self.archive, self.renditions, self.heads, self.boundary = archive, renditions, heads, boundary
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        groups = retrieve.batches(self.renditions, self.heads)
+        ahead: asyncio.Future[list[BinaryIO]] | None = self._open(groups[0]) if groups else None
+        framing = b""
+        try:
+            for index, group in enumerate(groups):
+                assert ahead is not None
+                try:
+                    files = await ahead
+                except (StorageFailure, OSError) as exc:
+                    _log.warning("WADO-RS response cut short, a stored file could not be opened: %s", exc)
+                    return
+                ahead = self._open(groups[index + 1]) if index + 1 < len(groups) else None
+                framing = await self._send_files(send, group, files, framing)
+            await send({"type": "http.response.body", "body": framing + multipart.closing(self.boundary)})
+        except OSError:
+            return  # the client went away (ASGI 2.4: send raises an OSError)
+        finally:
+            if ahead is not None:
+                ahead.add_done_callback(_close_opened)
+
+    def _open(self, group: range) -> asyncio.Future[list[BinaryIO]]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, retrieve.open_parts, self.archive.blobs, self.renditions, group)
+
+    async def _send_files(self, send: Any, group: range, files: list[BinaryIO], framing: bytes) -> bytes:
+        try:
+            for number, fh in zip(group, files, strict=True):
+                body = framing + self.heads[number]
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                count = self.renditions[number].instance.size
+                await send({"type": _ZEROCOPY, "file": fh, "offset": 0, "count": count, "more_body": True})
+                framing = multipart.CRLF
+        finally:
+            retrieve.close_all(files)
+        return framing
+
+
+def _close_opened(future: asyncio.Future[list[BinaryIO]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        retrieve.close_all(future.result())
 
 
 async def _metadata(request: Request, archive: Archive, base_url: str, target: Target) -> Response:

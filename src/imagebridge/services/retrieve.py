@@ -6,6 +6,7 @@ import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 
@@ -113,11 +114,37 @@ def read_parts(
     return out
 
 
+def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range) -> list[BinaryIO]:
+    """The stored files of parts ``numbers``, open and checked against their indexed size, for the
+    server to send with ``sendfile(2)``. The caller closes them; on a failure none stay open."""
+    files: list[BinaryIO] = []
+    try:
+        for number in numbers:
+            files.append(_opened(blobs, renditions[number].instance))
+            os.posix_fadvise(files[-1].fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+    except BaseException:
+        close_all(files)
+        raise
+    return files
+
+
+def close_all(files: Sequence[BinaryIO]) -> None:
+    for fh in files:
+        fh.close()
+
+
+def _opened(blobs: BlobStore, instance: StoredInstance) -> BinaryIO:
+    fh = blobs.open(instance.blob_key)
+    size = os.fstat(fh.fileno()).st_size
+    if size != instance.size:
+        fh.close()
+        raise StorageFailure(f"blob {instance.blob_key} has {size} bytes, {instance.size} indexed")
+    return fh
+
+
 def _mapped(blobs: BlobStore, instance: StoredInstance) -> memoryview:
-    with blobs.open(instance.blob_key) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size != instance.size:
-            raise StorageFailure(f"blob {instance.blob_key} has {size} bytes, {instance.size} indexed")
+    with _opened(blobs, instance) as fh:
+        size = instance.size
         if size == 0:
             return memoryview(b"")
         mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import uvicorn
 from fastapi import FastAPI
 
+from imagebridge.web.zerocopy import ZeroCopyHttpToolsProtocol
+
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -26,7 +28,7 @@ def make_server(app: FastAPI, *, log_level: str = "info", access_log: bool = Fal
         log_level=log_level,
         access_log=access_log,
         timeout_keep_alive=30,
-        http="httptools",
+        http=ZeroCopyHttpToolsProtocol,
         loop="uvloop",
         lifespan="off",
     )

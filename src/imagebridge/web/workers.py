@@ -18,6 +18,7 @@ from uvicorn.supervisors import Multiprocess
 from imagebridge.config import Settings
 from imagebridge.services.archive import open_archive
 from imagebridge.web.app import create_app
+from imagebridge.web.zerocopy import ZeroCopyHttpToolsProtocol
 
 SETTINGS_ENV = "IB_WORKER_SETTINGS"
 
@@ -37,7 +38,7 @@ def run(settings: Settings, sock: socket.socket, *, log_level: str = "warning") 
         workers=settings.http_workers,
         log_level=log_level,
         access_log=False,
-        http="httptools",
+        http=ZeroCopyHttpToolsProtocol,
         loop="uvloop",
         lifespan="off",
         timeout_keep_alive=30,
