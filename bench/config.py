@@ -33,6 +33,7 @@ class Config:
     work_dir: Path | None
     keep: bool
     imagebridge: Path
+    ib_workers: int
     results: Path
     max_minutes: float
     qido_load_minutes: float
@@ -109,6 +110,14 @@ def parser() -> argparse.ArgumentParser:
         "--imagebridge", type=Path, default=_default_imagebridge(), help="the imagebridge executable"
     )
     p.add_argument(
+        "--ib-workers",
+        type=int,
+        default=1,
+        help="imagebridge HTTP worker processes (`serve --workers N`; default 1: on 2 cores a second "
+        "worker did not raise STOW throughput, its SQLite writes contend across processes, and "
+        "doubled the memory row)",
+    )
+    p.add_argument(
         "--results", type=Path, default=BENCH_DIR / "results" / "latest.md", help="Markdown output"
     )
     p.add_argument(
@@ -139,7 +148,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for key in ("ct_slices", "frames", "memory_slices", "clients", "stow_batch", "qido_batch"):
+    for key in ("ct_slices", "frames", "memory_slices", "clients", "stow_batch", "qido_batch", "ib_workers"):
         if getattr(args, key) <= 0:
             parser().error(f"--{key.replace('_', '-')} must be positive")
     quick = bool(args.quick)
@@ -161,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         work_dir=args.work_dir,
         keep=args.keep,
         imagebridge=args.imagebridge,
+        ib_workers=args.ib_workers,
         results=args.results,
         max_minutes=args.max_minutes,
         qido_load_minutes=args.qido_load_minutes,

@@ -227,8 +227,9 @@ def imagebridge_add_peers(cli: ImagebridgeCli, data_dir: Path, peers: list[Dicom
     return None
 
 
-def start_imagebridge(cli: ImagebridgeCli, workdir: Path, with_dimse: bool) -> Server:
-    """Start ``imagebridge serve`` on a fresh data dir (SQLite default), per the bench contract."""
+def start_imagebridge(cli: ImagebridgeCli, workdir: Path, with_dimse: bool, workers: int = 1) -> Server:
+    """Start ``imagebridge serve`` on a fresh data dir (SQLite default), per the bench contract,
+    with ``workers`` HTTP worker processes."""
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     http_port = free_port()
@@ -241,6 +242,7 @@ def start_imagebridge(cli: ImagebridgeCli, workdir: Path, with_dimse: bool) -> S
         str(http_port),
         "--data-dir",
         str(data_dir),
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     dicom_port: int | None = None
     if with_dimse:
@@ -261,6 +263,10 @@ def start_imagebridge(cli: ImagebridgeCli, workdir: Path, with_dimse: bool) -> S
     )
     if not with_dimse and not cli.no_dicom:
         server.notes.append("serve has no --no-dicom option; started without it")
+    if workers > 1:
+        server.notes.append(
+            f"imagebridge serves HTTP with {workers} worker processes (`serve --workers {workers}`)"
+        )
     _wait_ready(server, f"http://127.0.0.1:{http_port}/healthz")
     try:
         server.auth = {"Authorization": f"Bearer {issue_token(cli, data_dir)}"}

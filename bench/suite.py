@@ -65,7 +65,9 @@ class Suite:
             callers = [self.scp.peer, DicomPeer(dimse.CALLING_AET, self.scp.peer.port)]
             self.ib_dimse_problem = servers.imagebridge_add_peers(cli, self.work_dir / IB / "data", callers)
             with_dimse = self.ib_dimse_problem is None
-        self._start(IB, lambda: servers.start_imagebridge(cli, self.work_dir / IB, with_dimse))
+        self._start(
+            IB, lambda: servers.start_imagebridge(cli, self.work_dir / IB, with_dimse, self.cfg.ib_workers)
+        )
 
     def _start(self, name: str, start: Callable[[], Server]) -> None:
         try:

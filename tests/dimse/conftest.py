@@ -74,7 +74,7 @@ def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def dimse(archive: Archive) -> Iterator[DimseServer]:
     """The listener, accepting any caller, with timeouts short enough that silent peers are
-    dropped within a test and long enough for a busy CI machine (1–2 s were overrun there)."""
+    dropped within a test and long enough for a busy CI machine (1 and 2 s were overrun there)."""
     settings = archive.settings
     settings.allow_any_caller = True
     settings.dicom_acse_timeout = settings.dicom_network_timeout = 10.0
