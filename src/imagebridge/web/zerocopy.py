@@ -32,13 +32,17 @@ SLICE = 64 * 1024
 
 _log = logging.getLogger(__name__)
 
+HOOKED = callable(getattr(HttpToolsProtocol, "_start_asgi_task", None))
+"""Whether this uvicorn starts each request through the private method overridden below; on a
+uvicorn without it the extension is not offered, so WADO-RS takes its ordinary path."""
+
 
 class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, offering ``http.response.zerocopy`` on plain HTTP."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.scheme == "http":
+        if self.scheme == "http" and HOOKED:
             self.scope["extensions"] = {EXTENSION: {}}
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
