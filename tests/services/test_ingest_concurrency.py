@@ -3,8 +3,12 @@ the storage guarantees: one instance per SOP Instance UID, no orphan blob, no ro
 
 from __future__ import annotations
 
+import fcntl
 import io
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from imagebridge.errors import InstanceConflict
 from imagebridge.index.schema import instances
 from imagebridge.services.archive import Archive
+from tests.conftest import make_archive
 from tests.samples import sample
 
 
@@ -123,3 +128,37 @@ def test_failing_index_commits_leave_no_blob(archive: Archive, monkeypatch: pyte
     assert _count_instances(archive) == 0
     assert not _blob_files(archive), "no blob may outlive a failed index commit"
     assert not list(archive.blobs.tmp.iterdir()), "nor any spool file"
+
+
+def test_sqlite_writers_in_other_processes_queue_on_the_writer_lock(tmp_path: Path) -> None:
+    """`serve --workers N` runs N processes on one SQLite index: a catalog write waits on the
+    file lock another process holds (instead of SQLite's sleeping busy timeout), then succeeds."""
+    database = tmp_path / "index.sqlite3"
+    archive = make_archive(tmp_path, f"sqlite:///{database}")
+    try:
+        lock = Path(f"{database}.writer-lock")
+        assert lock.is_file()
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import fcntl, sys, time\n"
+                f"f = open({str(lock)!r}, 'r+')\n"
+                "fcntl.flock(f, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "time.sleep(1.0)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        stored = archive.ingest.store_stream(io.BytesIO(_ct()))
+        waited = time.monotonic() - started
+        holder.wait(timeout=30)
+        assert waited >= 0.5, "the write did not wait for the other process's lock"
+        assert stored.outcome.value == "stored"
+        with open(lock, "r+") as f:  # released again afterwards
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        archive.close()

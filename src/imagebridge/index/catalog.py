@@ -2,14 +2,18 @@
 
 Every write is one transaction. Races between concurrent writers are settled by
 the unique constraints: the loser of a race retries and then sees the winner's
-row. On SQLite a process-wide lock serialises writers so that none waits on
-the database's busy timeout.
+row. On SQLite a lock serialises writers so that none waits on the database's
+busy timeout (which sleeps in steps of up to 100 ms): a thread lock within the
+process and, between the processes of ``serve --workers N``, an ``flock`` on a
+file beside the database, which wakes the next writer as soon as it is free.
 """
 
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +60,7 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._file_lock = _writer_lock_file(engine)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -63,8 +68,20 @@ class Catalog:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self._lock, self.engine.begin() as conn:
-            yield conn
+        with self._lock:
+            if self._file_lock is not None:
+                fcntl.flock(self._file_lock, fcntl.LOCK_EX)
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            finally:
+                if self._file_lock is not None:
+                    fcntl.flock(self._file_lock, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._file_lock is not None:
+            os.close(self._file_lock)
+            self._file_lock = None
 
     def stored_blob(self, sop_uid: str) -> str | None:
         with self.engine.connect() as conn:
@@ -99,6 +116,14 @@ class Catalog:
                 conn.execute(delete(instances).where(instances.c.pk == row.pk))
             _prune(conn, study_uid)
             return Removed(len(rows), [row.blob_key for row in rows])
+
+
+def _writer_lock_file(engine: Engine) -> int | None:
+    """The descriptor of ``<database>.writer-lock`` for a SQLite file database, else None."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 _RETRY_SQLSTATES = {"40P01", "40001"}

@@ -31,6 +31,7 @@ class Archive:
         store = AuditStore.close_of(self.engine)
         if store is not None:
             audit_log.detach(store)
+        self.catalog.close()
         self.engine.dispose()
 
 
