@@ -356,33 +356,23 @@ def _audit(
     decided: dict[str, str],
     held: dict[str, int],
 ) -> None:
+    """Record the import in the access log; a failure there is logged, never turned into a
+    failed upload (the studies are already in)."""
     try:
-        _record(archive, upload, summary, actor, source, decided, held)
-    except Exception:  # the studies are in; the upload must not be marked failed for the log
+        importer.audit_import(
+            archive.engine,
+            summary,
+            actor=actor,
+            origin="upload",
+            medium=upload.name or "an upload",
+            source=source,
+            decisions={uid: text for uid, text in decided.items() if uid not in held},
+            held=held,
+            upload=upload.upload_id,
+            uploader=upload.owner,
+        )
+    except Exception:
         log.exception("the import of upload %s was not recorded in the access log", upload.upload_id)
-
-
-def _record(
-    archive: Archive,
-    upload: Upload,
-    summary: importer.Summary,
-    actor: str,
-    source: str | None,
-    decided: dict[str, str],
-    held: dict[str, int],
-) -> None:
-    importer.audit_import(
-        archive.engine,
-        summary,
-        actor=actor,
-        origin="upload",
-        medium=upload.name or "an upload",
-        source=source,
-        decisions={uid: text for uid, text in decided.items() if uid not in held},
-        held=held,
-        upload=upload.upload_id,
-        uploader=upload.owner,
-    )
 
 
 AS_RECEIVED = "filed as received (no source named, so no reconciliation)"
