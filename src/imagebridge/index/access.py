@@ -7,12 +7,26 @@ never a scan, because it runs before every WADO-RS response.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, exists, false, insert, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    false,
+    insert,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.auth.policy import Interaction, Reach, Target
@@ -41,18 +55,13 @@ def target(
 ) -> Target | None:
     """The policy target for a study, series or instance, with its owner, restriction and
     exclusions, in one indexed query; None when the study is not in the archive."""
-    restricted = exists().where(_restriction_within(study_uid, series_uid, sop_uid))
-    query = (
-        select(patients.c.patient_id, patients.c.issuer, restricted.label("restricted"))
-        .select_from(studies.join(patients, studies.c.patient_pk == patients.c.pk))
-        .where(studies.c.study_uid == study_uid)
-    )
-    hidden = select(access_exclusions.c.username).where(access_exclusions.c.study_uid == study_uid)
+    query, hidden = _target_statements(series_uid is not None, sop_uid is not None and series_uid is not None)
+    values = {"t_study": study_uid, "t_series": series_uid, "t_sop": sop_uid}
     with engine.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(query, values).first()
         if row is None:
             return None
-        users = tuple(conn.scalars(hidden))
+        users = tuple(conn.scalars(hidden, values))
     return Target(
         RESOURCE,
         interaction,
@@ -63,6 +72,26 @@ def target(
         restricted=bool(row.restricted),
         hidden_from=users,
     )
+
+
+@functools.cache
+def _target_statements(with_series: bool, with_sop: bool) -> tuple[Select[Any], Select[Any]]:
+    """The two statements of :func:`target`, built once per shape: it runs before every
+    DICOMweb read, and building and cache-keying them cost more CPU than running them."""
+    restricted = exists().where(
+        _restriction_within(
+            bindparam("t_study"),
+            bindparam("t_series") if with_series else None,
+            bindparam("t_sop") if with_sop else None,
+        )
+    )
+    query = (
+        select(patients.c.patient_id, patients.c.issuer, restricted.label("restricted"))
+        .select_from(studies.join(patients, studies.c.patient_pk == patients.c.pk))
+        .where(studies.c.study_uid == bindparam("t_study"))
+    )
+    hidden = select(access_exclusions.c.username).where(access_exclusions.c.study_uid == bindparam("t_study"))
+    return query, hidden
 
 
 def _restriction_within(study_uid: Any, series_uid: Any, sop_uid: Any) -> ColumnElement[bool]:
