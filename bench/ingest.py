@@ -20,16 +20,14 @@ import io
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from bench.synth import ct_series
 from imagebridge.config import Settings
+from imagebridge.index.db import scratch_database
 from imagebridge.services.archive import open_archive
 
 CACHE = Path(__file__).parent / ".cache"
@@ -41,16 +39,7 @@ def _database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{folder / 'index.sqlite3'}"
         return
-    name = f"ib_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from scratch_database(PG_ADMIN_URL, "ib_bench")
 
 
 def one_run(backend: str, threads: int, slices: list[bytes]) -> float:

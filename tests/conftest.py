@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import sqlalchemy as sa
 
 from imagebridge.config import Settings
+from imagebridge.index.db import scratch_database
 from imagebridge.services.archive import Archive, open_archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
@@ -35,16 +34,7 @@ def _quiet_pydicom() -> None:
 
 
 def _temporary_pg_database() -> Iterator[str]:
-    name = f"ib_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from scratch_database(PG_ADMIN_URL, "ib_test")
 
 
 @pytest.fixture(params=BACKENDS)
