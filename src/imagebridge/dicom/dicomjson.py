@@ -80,7 +80,11 @@ def _element_json(ds: Dataset, tag: int, tag_path: str, uri_for: UriFor, thresho
 _MULTI_STRING = frozenset({"AS", "CS", "DA", "DT", "TM"})
 _TEXT_MULTI = frozenset({"SH", "LO", "UC"})
 _TEXT_SINGLE = frozenset({"LT", "ST", "UT"})
-_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_NUMBERS = {
+    vr: (code, struct.calcsize(code))
+    for vr, code in {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}.items()
+}
+"""struct code and size of each binary number VR."""
 _FAST_VRS = _MULTI_STRING | _TEXT_MULTI | _TEXT_SINGLE | frozenset(_NUMBERS) | {"AE", "UI", "UR", "IS", "DS"}
 _DECIMAL = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
@@ -101,9 +105,9 @@ def _raw_json(raw: RawDataElement) -> dict[str, Any] | None:
     value = raw.value
     if value is None:
         return None
-    code = _NUMBERS.get(vr)
-    if code is not None:
-        size = struct.calcsize(code)
+    number = _NUMBERS.get(vr)
+    if number is not None:
+        code, size = number
         if len(value) % size:
             return None
         if not value:

@@ -161,9 +161,15 @@ def _text(ds: Dataset, keyword: str) -> str:
         return ""
     if value is None:
         return ""
-    if isinstance(value, pydicom.multival.MultiValue):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip().rstrip("\x00")
+    return _joined(list(value) if isinstance(value, pydicom.multival.MultiValue) else [value])
+
+
+def _joined(values: list[Any]) -> str:
+    """The index's text of an attribute: several values joined by a backslash as they are, one
+    value stripped of padding."""
+    if len(values) > 1:
+        return "\\".join(str(v) for v in values)
+    return str(values[0]).strip().rstrip("\x00") if values else ""
 
 
 class _Values:
@@ -182,11 +188,7 @@ class _Values:
 
     def text(self, keyword: str) -> str:
         value = self._plain(keyword)
-        if value is None:
-            return _text(self.ds, keyword)
-        if len(value) > 1:
-            return "\\".join(str(v) for v in value)
-        return str(value[0]).strip().rstrip("\x00") if value else ""
+        return _text(self.ds, keyword) if value is None else _joined(value)
 
     def int(self, keyword: str) -> int | None:
         value = self._plain(keyword)
