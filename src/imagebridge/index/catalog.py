@@ -68,15 +68,8 @@ class Catalog:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self._lock:
-            if self._file_lock is not None:
-                fcntl.flock(self._file_lock, fcntl.LOCK_EX)
-            try:
-                with self.engine.begin() as conn:
-                    yield conn
-            finally:
-                if self._file_lock is not None:
-                    fcntl.flock(self._file_lock, fcntl.LOCK_UN)
+        with self._lock, _flocked(self._file_lock), self.engine.begin() as conn:
+            yield conn
 
     def close(self) -> None:
         if self._file_lock is not None:
@@ -116,6 +109,19 @@ class Catalog:
                 conn.execute(delete(instances).where(instances.c.pk == row.pk))
             _prune(conn, study_uid)
             return Removed(len(rows), [row.blob_key for row in rows])
+
+
+@contextmanager
+def _flocked(fd: int | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``fd`` (nothing to hold when it is None)."""
+    if fd is None:
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _writer_lock_file(engine: Engine) -> int | None:
