@@ -26,12 +26,12 @@ from imagebridge.errors import StorageFailure
 from imagebridge.index.lookup import Target
 from imagebridge.services import retrieve
 from imagebridge.services.archive import Archive
+from imagebridge.web.zerocopy import EXTENSION as ZEROCOPY
 
 router = APIRouter(tags=["WADO-RS"])
 
 _DICOM = "application/dicom"
 _JSON = ("application/dicom+json", "application/json")
-_ZEROCOPY = "http.response.zerocopy"
 
 _log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
     media_type = multipart.content_type(boundary, _DICOM)
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers, media_type=media_type)
-    if "Content-Length" in headers and _ZEROCOPY in request.scope.get("extensions", {}):
+    if "Content-Length" in headers and ZEROCOPY in request.scope.get("extensions", {}):
         return _StoredParts(archive, renditions, heads, boundary, headers, media_type)
     converted: dict[int, bytes] = {}
     if len(renditions) == 1 and not renditions[0].as_stored:
@@ -160,7 +160,7 @@ class _StoredParts(Response):
                 body = framing + self.heads[number]
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 count = self.renditions[number].instance.size
-                await send({"type": _ZEROCOPY, "file": fh, "offset": 0, "count": count, "more_body": True})
+                await send({"type": ZEROCOPY, "file": fh, "offset": 0, "count": count, "more_body": True})
                 framing = multipart.CRLF
         finally:
             retrieve.close_all(files)
