@@ -20,6 +20,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from imagebridge.dicom import pixels
+from imagebridge.dicom.frames import FrameIndex
 from imagebridge.errors import CannotTranscode
 
 FUNCTIONS = ("linear", "linear_exact", "sigmoid")
@@ -43,10 +44,13 @@ class RenderOptions:
     quality: int = 90
 
 
-def render_frame(path: Path, number: int, options: RenderOptions) -> bytes:
+def render_frame(
+    path: Path, number: int, options: RenderOptions, syntax: str = "", index: FrameIndex | None = None
+) -> bytes:
     """Frame ``number`` (1-based) of the instance at ``path``, encoded as ``options.media_type``;
-    the file is parsed once (the decoder's header read gives the display attributes)."""
-    array, header = pixels.decode_frame_and_header(path, number)
+    the file is parsed once, and plain greyscale frames are read through the frame ``index``
+    of an instance stored in ``syntax`` (:func:`pixels.frame_and_header`)."""
+    array, header = pixels.frame_and_header(path, number, syntax, index)
     image = Image.fromarray(display(array, header, options.window))
     if options.viewport is not None:
         image = fit(image, *options.viewport)
@@ -68,7 +72,7 @@ def display(array: np.ndarray, header: Dataset, window: Window | None) -> np.nda
         window = _instance_window(header)
     lut = _lookup_table(array, header, window)
     if lut is not None:
-        shown = lut[array.astype(np.int64) - int(array.min())]
+        shown = _look_up(lut, array)
     else:
         shown = _voi(apply_modality_lut(array, header).astype(np.float64), header, window)
     if photometric == "MONOCHROME1":
@@ -79,14 +83,30 @@ def display(array: np.ndarray, header: Dataset, window: Window | None) -> np.nda
 def _lookup_table(array: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray | None:
     """For integer pixels under a window, the display value of every stored value present
     (modality LUT and window are element-wise): one table lookup instead of floating-point
-    arithmetic on every pixel."""
+    arithmetic on every pixel. 8- and 16-bit tables span every bit pattern of the type, so
+    that :func:`_look_up` indexes them with the pixels themselves."""
     if window is None or not np.issubdtype(array.dtype, np.integer) or array.size == 0:
         return None
     low, high = int(array.min()), int(array.max())
     if high - low > 1 << 20 or high - low + 1 > array.size:
         return None
     domain = np.arange(low, high + 1, dtype=array.dtype)
-    return apply_window(apply_modality_lut(domain, header).astype(np.float64), window)
+    shown = apply_window(apply_modality_lut(domain, header).astype(np.float64), window)
+    if not _by_bit_pattern(array):
+        return shown
+    table = np.zeros(1 << (8 * array.dtype.itemsize), np.uint8)
+    table[domain.view(f"u{array.dtype.itemsize}")] = shown
+    return table
+
+
+def _by_bit_pattern(array: np.ndarray) -> bool:
+    return array.dtype.itemsize <= 2 and array.dtype.isnative
+
+
+def _look_up(table: np.ndarray, array: np.ndarray) -> np.ndarray:
+    if _by_bit_pattern(array):
+        return np.take(table, array.view(f"u{array.dtype.itemsize}"), mode="wrap")
+    return table[array.astype(np.int64) - int(array.min())]
 
 
 def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:

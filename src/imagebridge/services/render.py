@@ -38,4 +38,4 @@ def rendered(blobs: BlobStore, instance: StoredInstance, number: int, options: r
     path = blobs.path(instance.blob_key)
     if path is None:
         raise StorageFailure("this blob store cannot render in place")
-    return render.render_frame(path, number, options)
+    return render.render_frame(path, number, options, instance.transfer_syntax, instance.frame_index)
