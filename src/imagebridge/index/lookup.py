@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy import Engine, Select, select
 
@@ -23,7 +24,17 @@ class StoredInstance:
     blob_key: str
     size: int
     number_of_frames: int | None
-    frame_index: FrameIndex | None
+    stored_frame_index: FrameIndex | str | None
+    """The frame index, or its JSON text as the index keeps it (see :attr:`frame_index`)."""
+
+    @cached_property
+    def frame_index(self) -> FrameIndex | None:
+        """Where each frame lies, parsed on first use: retrieving whole instances never needs it,
+        and parsing it for every instance of a study cost more than the rest of the lookup."""
+        index = self.stored_frame_index
+        if isinstance(index, str):
+            return FrameIndex.from_json(json.loads(index)) if index else None
+        return index
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class Target:
         return f"study {self.study_uid}"
 
 
-_COLUMNS = (
+_COLUMNS = (  # in the order of StoredInstance's fields
     studies.c.study_uid,
     series.c.series_uid,
     instances.c.sop_uid,
@@ -79,20 +90,7 @@ class Lookup:
             rows = conn.execute(_scoped(select(*_COLUMNS).select_from(instances), target)).all()
         if not rows:
             raise NotFound(f"{target.describe()} is not in the archive")
-        return [
-            StoredInstance(
-                study_uid=r.study_uid,
-                series_uid=r.series_uid,
-                sop_uid=r.sop_uid,
-                sop_class_uid=r.sop_class_uid,
-                transfer_syntax=r.transfer_syntax,
-                blob_key=r.blob_key,
-                size=r.size,
-                number_of_frames=r.number_of_frames,
-                frame_index=FrameIndex.from_json(json.loads(r.frame_index)) if r.frame_index else None,
-            )
-            for r in rows
-        ]
+        return [StoredInstance(*row) for row in rows]
 
     def metadata(self, target: Target) -> Iterator[str]:
         """The stored DICOM JSON text of every instance under ``target``."""
