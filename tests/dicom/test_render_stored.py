@@ -10,14 +10,15 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from imagebridge.dicom import parse, pixels, render
+from imagebridge.dicom import greyscale, parse, pixels, render
+from imagebridge.dicom.greyscale import Greyscale
 from tests.dicomweb.conftest import sample_path as sample
 from tests.factory import make_instance, part10
 
 WINDOWS = [None, render.Window(40, 400), render.Window(100, 50, "sigmoid"), render.Window(0, 1)]
 
 
-Frame = tuple[np.ndarray, Dataset]
+Frame = tuple[np.ndarray, Dataset | Greyscale]
 
 
 def _both(path: Path, number: int) -> tuple[Frame, Frame | None]:
@@ -27,7 +28,7 @@ def _both(path: Path, number: int) -> tuple[Frame, Frame | None]:
         assert parsed.frame_index is not None
         decoded = pixels.decode_frame_and_header(path, number)
         implicit = parsed.transfer_syntax == ImplicitVRLittleEndian
-        return decoded, pixels._stored_greyscale(path, number, parsed.frame_index, implicit)
+        return decoded, greyscale.read_frame(path, number, parsed.frame_index, implicit)
 
 
 def _assert_same(path: Path, number: int) -> None:
@@ -47,8 +48,6 @@ def _assert_same(path: Path, number: int) -> None:
         ("CT_small.dcm", 1),  # signed, rescale, window
         ("MR_small_implicit.dcm", 1),
         ("emri_small.dcm", 10),  # multi-frame, 12 of 16 bits
-        ("mlut_18.dcm", 1),  # Modality LUT Sequence
-        ("vlut_04.dcm", 1),  # VOI LUT Sequence, 8-bit
         ("MR-SIEMENS-DICOM-WithOverlays.dcm", 1),
     ],
 )
@@ -76,8 +75,10 @@ def test_bits_above_bits_stored_are_ignored(tmp_path: Path, signed: int) -> None
     _assert_same(path, 1)
 
 
-@pytest.mark.parametrize("name", ["SC_rgb.dcm", "examples_palette.dcm", "rtdose_1frame.dcm"])
-def test_colour_and_32_bit_go_to_the_decoder(name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["SC_rgb.dcm", "examples_palette.dcm", "rtdose_1frame.dcm", "mlut_18.dcm", "vlut_04.dcm"]
+)
+def test_colour_32_bit_and_lookup_tables_go_to_the_decoder(name: str) -> None:
     assert _both(sample(name), 1)[1] is None
 
 

@@ -8,24 +8,23 @@ bit-packed instances, and pixel values for rendering.
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder, pack_bits, pixel_array
-from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from imagebridge.dicom import syntaxes
+from imagebridge.dicom import greyscale, syntaxes
 from imagebridge.dicom.frames import FrameIndex
+from imagebridge.dicom.greyscale import Greyscale
 from imagebridge.dicom.parse import read_stored
 from imagebridge.errors import CannotTranscode
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -93,81 +92,17 @@ def decode_frame_and_header(path: Path, number: int) -> tuple[np.ndarray, Datase
 _IMPLICIT_VR: dict[str, bool] = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
 """Little endian native syntaxes, whose frames are read as stored (value: implicit VR)."""
 
-_GROUP_LENGTH = struct.Struct("<HH2sHL")
-
 
 def frame_and_header(
     path: Path, number: int, syntax: str, index: FrameIndex | None
-) -> tuple[np.ndarray, Dataset]:
+) -> tuple[np.ndarray, Dataset | Greyscale]:
     """What :func:`decode_frame_and_header` gives, read through the frame index when the frame
-    is plain little endian greyscale (most CT, MR, CR, DX): no pydicom decode, only the
-    attributes before the pixel data parsed, only that frame's bytes read."""
+    is plain little endian greyscale (:func:`greyscale.read_frame`: most CT, MR, CR, DX)."""
     if index is not None and index.native_offset is not None and syntax in _IMPLICIT_VR:
-        found = _stored_greyscale(path, number, index, _IMPLICIT_VR[syntax])
+        found = greyscale.read_frame(path, number, index, _IMPLICIT_VR[syntax])
         if found is not None:
             return found
     return decode_frame_and_header(path, number)
-
-
-def _stored_greyscale(
-    path: Path, number: int, index: FrameIndex, implicit: bool
-) -> tuple[np.ndarray, Dataset] | None:
-    """None when the frame is not 8- or 16-bit single-sample greyscale, or the attributes do not
-    parse: the pydicom decoder then decides (and words any error)."""
-    (fragment,) = index.locate(number)
-    with path.open("rb") as fp:
-        assert index.native_offset is not None
-        header = _attributes_before_pixels(fp.read(index.native_offset), implicit)
-        dtype = None if header is None else _greyscale_dtype(header, fragment.length)
-        if header is None or dtype is None:
-            return None
-        fp.seek(fragment.offset)
-        data = bytearray(fragment.length)
-        if fp.readinto(data) != fragment.length:
-            return None
-    array = np.frombuffer(data, dtype).reshape(header.Rows, header.Columns)
-    unused = dtype.itemsize * 8 - header.BitsStored
-    if unused:
-        # PS3.5 §8.1.1: bits above Bits Stored are not part of the value (as pydicom corrects them).
-        np.left_shift(array, unused, out=array)
-        np.right_shift(array, unused, out=array)
-    return array, header
-
-
-def _attributes_before_pixels(head: bytes, implicit: bool) -> Dataset | None:
-    """The data set up to Pixel Data, located through the File Meta group length (PS3.10 §7.1)."""
-    start = 132 if head[128:132] == b"DICM" else 0
-    try:
-        group, element, vr, _, length = _GROUP_LENGTH.unpack_from(head, start)
-        if (group, element, vr) != (2, 0, b"UL"):
-            return None
-        return read_dataset(io.BytesIO(head[start + 12 + length :]), implicit, True, stop_when=_at_pixels)
-    except Exception:  # pydicom raises many types on odd data; the full decoder copes or explains
-        return None
-
-
-def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag == 0x7FE00010
-
-
-def _greyscale_dtype(header: Dataset, frame_length: int) -> np.dtype[np.integer] | None:
-    try:
-        bits, stored = int(header.BitsAllocated), int(header.BitsStored)
-        signed, samples = int(header.PixelRepresentation), int(header.get("SamplesPerPixel", 1))
-        photometric = str(header.PhotometricInterpretation).strip()
-        size = int(header.Rows) * int(header.Columns) * bits // 8
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if (
-        bits not in (8, 16)
-        or not 0 < stored <= bits
-        or signed not in (0, 1)
-        or samples != 1
-        or photometric not in ("MONOCHROME1", "MONOCHROME2")
-        or size != frame_length
-    ):
-        return None
-    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
 
 
 def native_frame(path: Path, number: int, bits_allocated: int) -> bytes:

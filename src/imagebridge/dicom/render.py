@@ -11,16 +11,15 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from imagebridge.dicom import pixels
 from imagebridge.dicom.frames import FrameIndex
+from imagebridge.dicom.greyscale import Greyscale
 from imagebridge.errors import CannotTranscode
 
 FUNCTIONS = ("linear", "linear_exact", "sigmoid")
@@ -57,30 +56,33 @@ def render_frame(
     return encode(image, options)
 
 
-def display(array: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:
+def display(array: np.ndarray, header: Dataset | Greyscale, window: Window | None) -> np.ndarray:
     """8-bit greyscale (rows x columns) or RGB (rows x columns x 3) values for display."""
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return _to_8bit(array[..., :3], int(header.get("BitsStored", 8) or 8))
-    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if photometric == "PALETTE COLOR":
-        try:
-            rgb = apply_color_lut(array, header)
-        except Exception as exc:
-            raise CannotTranscode(f"the palette colour lookup tables cannot be applied ({exc})") from exc
-        return (rgb / 257).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
-    if window is None and "WindowCenter" in header and "WindowWidth" in header:
+    if isinstance(header, Dataset):
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            return _to_8bit(array[..., :3], int(header.get("BitsStored", 8) or 8))
+        if str(header.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+            return _palette(array, header)
+        header = Greyscale.of(header)
+    if window is None:
         window = _instance_window(header)
     lut = _lookup_table(array, header, window)
     if lut is not None:
         shown = _look_up(lut, array)
     else:
-        shown = _voi(apply_modality_lut(array, header).astype(np.float64), header, window)
-    if photometric == "MONOCHROME1":
-        shown = 255 - shown
-    return shown
+        shown = _voi(_modality(array, header).astype(np.float64), header, window)
+    return 255 - shown if header.photometric == "MONOCHROME1" else shown
 
 
-def _lookup_table(array: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray | None:
+def _palette(array: np.ndarray, header: Dataset) -> np.ndarray:
+    try:
+        rgb = apply_color_lut(array, header)
+    except Exception as exc:
+        raise CannotTranscode(f"the palette colour lookup tables cannot be applied ({exc})") from exc
+    return (rgb / 257).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+
+
+def _lookup_table(array: np.ndarray, header: Greyscale, window: Window | None) -> np.ndarray | None:
     """For integer pixels under a window, the display value of every stored value present
     (modality LUT and window are element-wise): one table lookup instead of floating-point
     arithmetic on every pixel. 8- and 16-bit tables span every bit pattern of the type, so
@@ -91,7 +93,7 @@ def _lookup_table(array: np.ndarray, header: Dataset, window: Window | None) -> 
     if high - low > 1 << 20 or high - low + 1 > array.size:
         return None
     domain = np.arange(low, high + 1, dtype=array.dtype)
-    shown = apply_window(apply_modality_lut(domain, header).astype(np.float64), window)
+    shown = apply_window(_modality(domain, header).astype(np.float64), window)
     if not _by_bit_pattern(array):
         return shown
     table = np.zeros(1 << (8 * array.dtype.itemsize), np.uint8)
@@ -109,29 +111,34 @@ def _look_up(table: np.ndarray, array: np.ndarray) -> np.ndarray:
     return table[array.astype(np.int64) - int(array.min())]
 
 
-def _voi(values: np.ndarray, header: Dataset, window: Window | None) -> np.ndarray:
-    if window is None and "WindowCenter" in header and "WindowWidth" in header:
-        window = _instance_window(header)
+def _modality(values: np.ndarray, header: Greyscale) -> np.ndarray:
+    """The Modality LUT (PS3.3 §C.11.1): the rescale, computed as pydicom computes it, or
+    pydicom's own handling of a Modality LUT Sequence."""
+    if header.tables is not None:
+        return apply_modality_lut(values, header.tables)
+    if header.rescale is None:
+        return values
+    slope, intercept = header.rescale
+    rescaled = values.astype(np.float64) * slope
+    rescaled += intercept
+    return rescaled
+
+
+def _voi(values: np.ndarray, header: Greyscale, window: Window | None) -> np.ndarray:
     if window is not None:
         return apply_window(values, window)
-    if "VOILUTSequence" in header:
-        values = apply_voi_lut(values.astype(np.int64), header).astype(np.float64)
+    if header.tables is not None and "VOILUTSequence" in header.tables:
+        values = apply_voi_lut(values.astype(np.int64), header.tables).astype(np.float64)
     return _stretch(values)
 
 
-def _instance_window(header: Dataset) -> Window | None:
-    try:
-        center, width = float(_first(header.WindowCenter)), float(_first(header.WindowWidth))
-    except (TypeError, ValueError, IndexError):
+def _instance_window(header: Greyscale) -> Window | None:
+    if header.window is None:
         return None
-    function = str(header.get("VOILUTFunction", "LINEAR") or "LINEAR").lower()
+    center, width, function = header.window
     if width <= 0 or function not in FUNCTIONS:
         return None
     return Window(center, width, function)
-
-
-def _first(value: Any) -> Any:
-    return value[0] if isinstance(value, MultiValue | list | tuple) else value
 
 
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
