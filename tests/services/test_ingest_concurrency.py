@@ -162,3 +162,50 @@ def test_sqlite_writers_in_other_processes_queue_on_the_writer_lock(tmp_path: Pa
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         archive.close()
+
+
+def test_sqlite_files_waiting_instances_in_one_transaction_each_with_its_own_outcome(
+    tmp_path: Path,
+) -> None:
+    """Group commit: instances that wait while another writer holds the SQLite write lock are
+    filed by the next writer in one transaction (one commit), and an instance refused for a
+    conflict is refused alone: the others in its transaction are stored."""
+    from sqlalchemy import event
+
+    archive = make_archive(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    try:
+        archive.ingest.store_stream(io.BytesIO(_ct()))  # the study and its patient exist
+        commits: list[int] = []
+        event.listen(archive.engine, "commit", lambda _conn: commits.append(1))
+        good = [_ct() for _ in range(4)]
+        other_patient = _ct(PatientID="SOMEONE-ELSE")  # same study, another patient: refused
+        catalog = archive.catalog
+        assert catalog._lock is not None
+        with catalog._lock:  # a writer is busy: everyone else queues behind it
+            threads = [
+                threading.Thread(target=lambda d=d: results.append(_try_store(archive, d)))
+                for d in [*good[:2], other_patient, *good[2:]]
+            ]
+            results: list[object] = []
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(catalog._waiting) < len(threads) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(catalog._waiting) == len(threads)
+        for thread in threads:
+            thread.join(30)
+        assert len(commits) == 1
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(refused) == 1 and "SOMEONE-ELSE" in str(refused[0])
+        with archive.engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(instances)) == 5
+    finally:
+        archive.close()
+
+
+def _try_store(archive: Archive, data: bytes) -> object:
+    try:
+        return archive.ingest.store_stream(io.BytesIO(data))
+    except Exception as exc:
+        return exc
