@@ -109,6 +109,11 @@ class _Decisions:
 class _SpoolPart(multipart.PartWriter):
     """One application/dicom part: spooled to disk as it arrives, stored when it ends.
 
+    The event loop only collects the part's chunks; creating the spool file, writing and
+    hashing happen in worker threads, each time ``SPOOL_CHUNK`` bytes have gathered and
+    once more when the part ends (an instance smaller than that is written by the thread that
+    stores it). File system calls can wait on the journal while other instances are being
+    fsynced, and the event loop must not wait with them: it receives every other request.
     The first bytes are also kept (bounded) so that a refused instance can still be
     named by its UIDs in the FailedSOPSequence.
     """
@@ -127,15 +132,32 @@ class _SpoolPart(multipart.PartWriter):
         self.access, self.decisions = access, decisions
         self.tasks, self.slots = workers
         self.part = outcomes.next_part()
-        self.spool: Spool = ingest.spool()
+        self.spool: Spool | None = None
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.size = 0
         self.head = bytearray()
 
     async def write(self, data: bytes) -> None:
-        if self.spool.size + len(data) > self.limit:
+        self.size += len(data)
+        if self.size > self.limit:
             raise errors.InvalidInput(f"a part is larger than the configured maximum of {self.limit} bytes")
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
-        self.spool.write(data)
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= SPOOL_CHUNK:
+            await anyio.to_thread.run_sync(self._spool_pending)
+
+    def _spool_pending(self) -> Spool:
+        """Write the gathered chunks to the spool, creating it first (in a worker thread)."""
+        if self.spool is None:
+            self.spool = self.ingest.spool()
+        for chunk in self.pending:
+            self.spool.write(chunk)
+        self.pending.clear()
+        self.pending_size = 0
+        return self.spool
 
     async def close(self) -> None:
         """Hand the part to a worker thread and go on reading; waits only when all slots are busy."""
@@ -145,7 +167,7 @@ class _SpoolPart(multipart.PartWriter):
     async def _store(self) -> None:
         try:
             stored = await anyio.to_thread.run_sync(
-                lambda: self.ingest.store(self.spool, study_uid=self.study_uid, admit=self._admit)
+                lambda: self.ingest.store(self._spool_pending(), study_uid=self.study_uid, admit=self._admit)
             )
         except errors.ImageBridgeError as exc:
             self._failed(failure_reason(exc), exc.reason)
@@ -178,9 +200,13 @@ class _SpoolPart(multipart.PartWriter):
         self.outcomes.add_failed(self.part, Failure(reason, comment, sop_class_uid, sop_uid))
 
     async def abort(self) -> None:
-        self.spool.discard()
+        self.pending.clear()
+        if self.spool is not None:
+            await anyio.to_thread.run_sync(self.spool.discard)
 
 
+SPOOL_CHUNK = 1024 * 1024
+"""Bytes of a part gathered in memory before a worker thread writes them to its spool."""
 HEAD_BYTES = 64 * 1024
 """How much of a part is kept to name a refused instance; UIDs come long before pixel data."""
 
