@@ -116,3 +116,80 @@ def test_serve_with_two_workers_stores_and_finds(tmp_path: Path) -> None:
         # Whichever worker answers, it sees the same index.
         for _ in range(6):
             assert len(httpx.get(f"{url}/dicomweb/studies", headers=token).json()) == 1
+
+
+def _workers_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (the HTTP workers of ``serve --workers N``)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.add(int(entry.name))
+    return children
+
+
+def test_serve_workers_restart_after_a_crash_and_stop_with_the_server(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from imagebridge.web.workers import STARTUP_S
+
+    with served(tmp_path / "data", "--no-dicom", "--workers", "2") as url:
+        supervisor = next(p for p in _serve_processes() if str(tmp_path) in _cmdline(p) and _workers_of(p))
+        workers = _workers_of(supervisor)
+        assert len(workers) == 2
+        time.sleep(STARTUP_S + 0.5)  # a worker dying sooner counts as one that cannot start
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _workers_of(supervisor)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the killed worker was not replaced: {now}")
+        for _ in range(6):
+            assert httpx.get(f"{url}/readyz").status_code == 200
+        replaced = _workers_of(supervisor)
+    # served() sent SIGTERM to the supervisor and waited for it: no worker is left behind.
+    assert all(not Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+def test_serve_workers_that_cannot_start_stop_the_server_with_the_reason(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        options = ["--port", "0", "--dicom-port", str(port), "--workers", "2", "--data-dir", str(tmp_path)]
+        result = subprocess.run(
+            [*CLI, "serve", *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert f"cannot start the DICOM listener on port {port}" in output
+    assert "stopping the server" in output
+    assert "Traceback" not in output
+
+
+def _serve_processes() -> list[int]:
+    return [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and "serve" in _cmdline(int(p.name))
+    ]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

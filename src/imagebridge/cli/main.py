@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -104,19 +105,32 @@ def serve(
     console.print(f"  health         {base}/healthz")
     if demo is not None:
         samples.print_demo(demo, base, settings.data_dir)
-    listener = _start_dicom(archive)
     if settings.http_workers > 1:
         console.print(f"  HTTP workers   {settings.http_workers} processes")
+        console.print("Press Ctrl+C to stop.")
+        # The workers open their own archive; nothing may run beside the fork.
+        archive.close()
+        status = http_workers.run(settings, sock, first_worker=_dicom_in_worker)
+        if status:
+            raise typer.Exit(status)
+        return
+    listener = _start_dicom(archive)
     console.print("Press Ctrl+C to stop.")
     try:
-        if settings.http_workers > 1:
-            http_workers.run(settings, sock)
-        else:
-            make_server(create_app(archive)).run(sockets=[sock])
+        make_server(create_app(archive)).run(sockets=[sock])
     finally:
         if listener is not None:
             listener.stop()
         archive.close()
+
+
+def _dicom_in_worker(archive: Archive) -> Callable[[], None] | None:
+    """Worker 0 of ``serve --workers N`` runs the DICOM listener (it must run once)."""
+    try:
+        listener = _start_dicom(archive)
+    except typer.Exit as exc:  # the error line is printed; the worker ends with its status
+        raise SystemExit(exc.exit_code) from None
+    return listener.stop if listener is not None else None
 
 
 def _start_dicom(archive: Archive) -> DimseServer | None:
