@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,10 +113,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ib-workers",
         type=int,
-        default=1,
-        help="imagebridge HTTP worker processes (`serve --workers N`; default 1: on 2 cores a second "
-        "worker raised 4-client STOW by ~40%% but every process holds ~160 MB of imports, so the "
-        "memory row then counts ~530 MB)",
+        default=os.cpu_count() or 1,
+        help="imagebridge HTTP worker processes (`serve --workers N`; default: one per core, as a "
+        "deployment on this machine would run it; forked workers share their imports, see "
+        "bench/memory.py)",
     )
     p.add_argument(
         "--results", type=Path, default=BENCH_DIR / "results" / "latest.md", help="Markdown output"

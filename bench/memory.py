@@ -1,4 +1,12 @@
-"""Resident memory of a server and its children, sampled from /proc while a workload runs."""
+"""Memory of a server and its children, sampled from /proc while a workload runs.
+
+The measure is the proportional set size (PSS, ``/proc/PID/smaps_rollup``) summed over the
+process tree: each page counts once in all, split among the processes that share it. That is
+the physical memory the tree uses. Summed VmRSS counts a page once per process that maps it:
+for forked workers (``serve --workers N``), which share their parent's imported code and data,
+it overstates the use by that shared part; it is sampled as well and reported beside PSS. For a
+single process the two differ only by the share of libraries other programs map too.
+"""
 
 from __future__ import annotations
 
@@ -51,24 +59,41 @@ def tree_rss_bytes(pids: list[int]) -> int:
     return sum(_status_kb(p, "VmRSS") for p in pids) * 1024
 
 
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def tree_pss_bytes(pids: list[int]) -> int:
+    return sum(_pss_kb(p) for p in pids) * 1024
+
+
 def tree_hwm_bytes(pid: int) -> int:
     """Sum of VmHWM (lifetime peak RSS) over the tree; an upper bound of the simultaneous peak."""
     return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) * 1024
 
 
-class RssSampler:
-    """Samples the summed VmRSS of a process tree every 20 ms in a background thread."""
+class MemorySampler:
+    """Samples the summed PSS and VmRSS of a process tree every 20 ms in a background thread."""
 
     def __init__(self, pid: int, max_seconds: float) -> None:
         self.pid = pid
         self.max_seconds = max_seconds
-        self.baseline = tree_rss_bytes(process_tree(pid))
+        tree = process_tree(pid)
+        self.baseline = tree_pss_bytes(tree)
         self.peak = self.baseline
+        self.baseline_rss = tree_rss_bytes(tree)
+        self.peak_rss = self.baseline_rss
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -82,6 +107,7 @@ class RssSampler:
         while not self._stop.is_set() and time.monotonic() < end:
             if time.monotonic() - refreshed > TREE_REFRESH_S:
                 tree, refreshed = process_tree(self.pid), time.monotonic()
-            self.peak = max(self.peak, tree_rss_bytes(tree))
+            self.peak = max(self.peak, tree_pss_bytes(tree))
+            self.peak_rss = max(self.peak_rss, tree_rss_bytes(tree))
             self.samples += 1
             self._stop.wait(SAMPLE_INTERVAL_S)

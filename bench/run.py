@@ -38,7 +38,7 @@ TARGET_NAMES = {
     "metadata": "≥2x Orthanc on series metadata (p50 and p95)",
     "frame": "≥2x Orthanc on single-frame retrieval (p50 and p95)",
     "ceiling": "Full-study WADO-RS ≥70% of the loopback ceiling",
-    "memory": "imagebridge peak RSS < 300 MB while streaming the big study",
+    "memory": "imagebridge peak memory (PSS) < 300 MB while streaming the big study",
 }
 
 

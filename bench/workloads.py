@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bench import dicomweb, rawhttp, synth
 from bench.measure import Budget, median, percentile, timed, timed_prepared
-from bench.memory import RssSampler
+from bench.memory import MemorySampler
 from bench.servers import Server
 
 MB = 1e6
@@ -176,9 +176,10 @@ def load_tiny(
 
 
 def retrieve_with_memory(server: Server, study: Study, max_seconds: float) -> dict[str, float]:
-    """Peak summed RSS of the server's process tree while one client streams the whole study."""
+    """Peak memory (summed PSS, and summed VmRSS) of the server's process tree while one client
+    streams the whole study."""
     url = f"{server.web_root}/studies/{study.study_uid}"
-    with dicomweb.client(server.auth) as http, RssSampler(server.pid, max_seconds) as sampler:
+    with dicomweb.client(server.auth) as http, MemorySampler(server.pid, max_seconds) as sampler:
         start = time.perf_counter()
         received = dicomweb.get_streamed(http, url, dicomweb.ACCEPT_DICOM)
         seconds = time.perf_counter() - start
@@ -187,5 +188,6 @@ def retrieve_with_memory(server: Server, study: Study, max_seconds: float) -> di
     return {
         "peak MB": sampler.peak / MB,
         "baseline MB": sampler.baseline / MB,
+        "peak RSS MB": sampler.peak_rss / MB,
         "MB/s": received / MB / seconds,
     }
