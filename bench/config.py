@@ -122,13 +122,13 @@ def parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=BENCH_DIR / "results" / "latest.md", help="Markdown output"
     )
     p.add_argument(
-        "--max-minutes", type=float, help="skip remaining workloads after this long (default 25; quick 4)"
+        "--max-minutes", type=float, help="skip remaining workloads after this long (default 35; quick 4)"
     )
     p.add_argument(
         "--qido-load-minutes",
         type=float,
-        default=6.0,
-        help="skip the next QIDO size on a server whose load would take longer than this (default 6)",
+        default=10.0,
+        help="skip the next QIDO size on a server whose load would take longer than this (default 10)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed for random frame numbers")
     return p
@@ -139,7 +139,7 @@ FULL = {
     "frames": 200,
     "qido_sizes": (10_000, 100_000),
     "memory_slices": 4000,
-    "max_minutes": 25.0,
+    "max_minutes": 35.0,
 }
 QUICK = {"ct_slices": 60, "frames": 40, "qido_sizes": (300, 1_000), "memory_slices": 200, "max_minutes": 4.0}
 
