@@ -55,29 +55,28 @@ def target(
 ) -> Target | None:
     """The policy target for a study, series or instance, with its owner, restriction and
     exclusions, in one indexed query; None when the study is not in the archive."""
-    query, hidden = _target_statements(series_uid is not None, sop_uid is not None and series_uid is not None)
-    values = {"t_study": study_uid, "t_series": series_uid, "t_sop": sop_uid}
+    query = _target_statement(series_uid is not None, sop_uid is not None and series_uid is not None)
     with engine.connect() as conn:
-        row = conn.execute(query, values).first()
-        if row is None:
-            return None
-        users = tuple(conn.scalars(hidden, values))
+        rows = conn.execute(query, {"t_study": study_uid, "t_series": series_uid, "t_sop": sop_uid}).all()
+    if not rows:
+        return None
     return Target(
         RESOURCE,
         interaction,
-        patient=fhir_id(row.patient_id, row.issuer),
+        patient=fhir_id(rows[0].patient_id, rows[0].issuer),
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
-        restricted=bool(row.restricted),
-        hidden_from=users,
+        restricted=bool(rows[0].restricted),
+        hidden_from=tuple(row.username for row in rows if row.username is not None),
     )
 
 
 @functools.cache
-def _target_statements(with_series: bool, with_sop: bool) -> tuple[Select[Any], Select[Any]]:
-    """The two statements of :func:`target`, built once per shape: it runs before every
-    DICOMweb read, and building and cache-keying them cost more CPU than running them."""
+def _target_statement(with_series: bool, with_sop: bool) -> Select[Any]:
+    """The statement of :func:`target`, built once per shape: it runs before every DICOMweb
+    read, and building and cache-keying it cost more CPU than running it. One row per user the
+    study is excluded for (an outer join), or one row with no user."""
     restricted = exists().where(
         _restriction_within(
             bindparam("t_study"),
@@ -85,13 +84,20 @@ def _target_statements(with_series: bool, with_sop: bool) -> tuple[Select[Any], 
             bindparam("t_sop") if with_sop else None,
         )
     )
-    query = (
-        select(patients.c.patient_id, patients.c.issuer, restricted.label("restricted"))
-        .select_from(studies.join(patients, studies.c.patient_pk == patients.c.pk))
+    return (
+        select(
+            patients.c.patient_id,
+            patients.c.issuer,
+            restricted.label("restricted"),
+            access_exclusions.c.username,
+        )
+        .select_from(
+            studies.join(patients, studies.c.patient_pk == patients.c.pk).outerjoin(
+                access_exclusions, access_exclusions.c.study_uid == studies.c.study_uid
+            )
+        )
         .where(studies.c.study_uid == bindparam("t_study"))
     )
-    hidden = select(access_exclusions.c.username).where(access_exclusions.c.study_uid == bindparam("t_study"))
-    return query, hidden
 
 
 def _restriction_within(study_uid: Any, series_uid: Any, sop_uid: Any) -> ColumnElement[bool]:
