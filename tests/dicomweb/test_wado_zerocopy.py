@@ -1,14 +1,16 @@
-"""Full-study WADO-RS through the server's ``http.response.zerocopy`` extension (sendfile).
+"""Full-study WADO-RS through the server's ``http.response.zerocopy`` extension (sendfile), each
+batch of files handed to the server in one message.
 
 Large instances, so the socket fills and the server has to wait for the client; a client that
-leaves halfway, and a blob removed while the study is on its way, must leave no open file and
-a server that answers the next request.
+leaves halfway, and a blob removed or cut short while the study is on its way, must leave no
+open file and a server that answers the next request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import socket
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -25,6 +28,7 @@ from imagebridge.services import retrieve
 from imagebridge.services.archive import Archive
 from imagebridge.web.app import create_app
 from imagebridge.web.server import BackgroundServer
+from imagebridge.web.zerocopy import ZeroCopySender
 from tests.dicomweb.test_wado_batches import ANY, _parts
 from tests.factory import make_instance, multipart, part10, stow_type
 
@@ -63,6 +67,44 @@ def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(os, "sendfile", counting)
     return calls
+
+
+@pytest.fixture
+def messages(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The zero-copy messages the server was given."""
+    seen: list[dict[str, object]] = []
+    real = ZeroCopySender.zerocopy
+
+    async def zerocopy(self: ZeroCopySender, message: dict[str, object], send: object) -> None:
+        seen.append(message)
+        await real(self, message, send)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ZeroCopySender, "zerocopy", zerocopy)
+    return seen
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[ZeroCopySender]:
+    """One entry per time the server found the socket full and waited for it."""
+    seen: list[ZeroCopySender] = []
+    real = ZeroCopySender._writable
+
+    async def writable(self: ZeroCopySender) -> None:
+        seen.append(self)
+        await real(self)
+
+    monkeypatch.setattr(ZeroCopySender, "_writable", writable)
+    return seen
+
+
+def _multipart_body(boundary: str, files: list[bytes]) -> bytes:
+    """The response PS3.18 §8.7.3.4 asks for: each stored file as a part, in its stored syntax."""
+    body = b""
+    for data in files:
+        syntax = pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID
+        body += f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
 
 
 def _open_blobs(archive: Archive, key: str) -> int:
@@ -110,19 +152,25 @@ def _read_to_end(sock: socket.socket) -> int:
     return received
 
 
-def test_study_is_the_stored_bytes_sent_with_sendfile(
-    module_url: str, big_study: tuple[str, list[bytes]], sendfile_calls: list[int]
+def test_study_is_the_stored_bytes_sent_with_sendfile_one_message_per_batch(
+    module_url: str,
+    big_study: tuple[str, list[bytes]],
+    sendfile_calls: list[int],
+    messages: list[dict[str, object]],
 ) -> None:
     study_uid, files = big_study
     response = httpx.get(f"{module_url}/studies/{study_uid}", headers={"Accept": ANY}, timeout=60)
     assert response.status_code == 200
+    boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0]
+    assert response.content == _multipart_body(boundary, files)
     assert int(response.headers["content-length"]) == len(response.content)
-    assert _parts(response) == files
-    assert sum(sendfile_calls) > sum(len(f) for f in files) // 2
+    assert sum(sendfile_calls) == sum(len(f) for f in files)
+    parts = [len(m["parts"]) for m in messages]  # type: ignore[arg-type]
+    assert sum(parts) == len(files) and 1 < len(parts) < len(files)  # 8 MiB batches of 2 MiB files
 
 
 def test_a_slow_client_gets_every_byte(
-    module_url: str, big_study: tuple[str, list[bytes]], sendfile_calls: list[int]
+    module_url: str, big_study: tuple[str, list[bytes]], waits: list[ZeroCopySender]
 ) -> None:
     study_uid, files = big_study
     sock, length = _raw_get(module_url, f"/dicomweb/studies/{study_uid}")
@@ -132,8 +180,9 @@ def test_a_slow_client_gets_every_byte(
             received += chunk
             time.sleep(0.001)
     assert len(received) == length
-    assert all(f in received for f in files)
-    assert sendfile_calls
+    boundary = received[2 : received.index(b"\r\n")].decode()
+    assert received == _multipart_body(boundary, files)
+    assert waits
 
 
 def test_head_and_etag_are_unchanged(module_url: str, big_study: tuple[str, list[bytes]]) -> None:
@@ -147,18 +196,24 @@ def test_head_and_etag_are_unchanged(module_url: str, big_study: tuple[str, list
     assert again.status_code == 304
 
 
-def test_a_client_leaving_halfway_leaves_the_server_serving(
-    module_url: str, module_archive: Archive, big_study: tuple[str, list[bytes]]
+def test_a_client_leaving_mid_batch_leaves_the_server_serving(
+    module_url: str,
+    module_archive: Archive,
+    big_study: tuple[str, list[bytes]],
+    messages: list[dict[str, object]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     study_uid, files = big_study
     key = hashlib.sha256(files[0]).hexdigest()
     sock, length = _raw_get(module_url, f"/dicomweb/studies/{study_uid}")
     received = 0
-    while received < length // 2:
+    while received < length // 4:
         received += len(sock.recv(1 << 20))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
     assert _no_open_blobs(archive=module_archive, key=key)
+    assert len(messages) < len(files)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     response = httpx.get(f"{module_url}/studies/{study_uid}", headers={"Accept": ANY}, timeout=60)
     assert _parts(response) == files
 
@@ -174,6 +229,7 @@ def uvicorn_errors() -> Iterator[list[logging.LogRecord]]:
     logger.removeHandler(handler)
 
 
+@pytest.mark.parametrize("batch", [1, retrieve.BATCH])
 @pytest.mark.parametrize("change", ["removed", "truncated"])
 def test_a_blob_changed_under_the_stream_closes_the_connection_after_one_line(
     module_url: str,
@@ -182,11 +238,13 @@ def test_a_blob_changed_under_the_stream_closes_the_connection_after_one_line(
     caplog: pytest.LogCaptureFixture,
     uvicorn_errors: list[logging.LogRecord],
     change: str,
+    batch: int,
 ) -> None:
     """Removed before the server opened it, or truncated: every file after the first is cut
     short while the client is not reading, so whichever one the server has open (sendfile finds
-    it short) or opens next (its size is checked) fails, however much the socket buffers took."""
-    monkeypatch.setattr(retrieve, "BATCH", 1)
+    it short, in the middle of a batch of several files when batches are large) or opens next
+    (its size is checked) fails, however much the socket buffers took."""
+    monkeypatch.setattr(retrieve, "BATCH", batch)
     study_uid, files = _store_study(module_url, 12)
     if change == "removed":
         changed = [module_archive.blobs.path(hashlib.sha256(files[-1]).hexdigest())]

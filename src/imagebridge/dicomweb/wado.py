@@ -5,7 +5,8 @@ into one buffer of up to 8 MiB in a worker thread while the previous buffer is b
 thread hop and one socket write per batch, no copy between the file and the buffer); other
 syntaxes are converted one instance at a time. When the server offers the ASGI
 ``http.response.zerocopy`` extension (``web/zerocopy.py``), stored files are not read at all:
-each batch is only opened in a worker thread and the server sends them with ``sendfile(2)``.
+each batch is only opened in a worker thread and handed to the server in one message, which
+sends each part's framing and then the file with ``sendfile(2)``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from imagebridge.index.lookup import Target
 from imagebridge.services import retrieve
 from imagebridge.services.archive import Archive
 from imagebridge.web.zerocopy import EXTENSION as ZEROCOPY
+from imagebridge.web.zerocopy import Part
 
 router = APIRouter(tags=["WADO-RS"])
 
@@ -47,9 +49,7 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
         return cached
     boundary = multipart.new_boundary()
     headers = caching.headers(tag)
-    heads = [
-        multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={r.transfer_syntax}") for r in renditions
-    ]
+    heads = _part_headers(boundary, renditions)
     if all(r.as_stored for r in renditions):
         length = sum(len(h) + r.instance.size + 2 for h, r in zip(heads, renditions, strict=True))
         headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
@@ -64,6 +64,14 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
         converted[0] = await anyio.to_thread.run_sync(retrieve.rendition_bytes, archive.blobs, renditions[0])
     body = _stream(archive, renditions, heads, boundary, converted)
     return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+def _part_headers(boundary: str, renditions: list[retrieve.Rendition]) -> list[bytes]:
+    """Each part's header; one bytes object per transfer syntax, shared by its parts."""
+    made: dict[str, bytes] = {}
+    for syntax in {r.transfer_syntax for r in renditions}:
+        made[syntax] = multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={syntax}")
+    return [made[r.transfer_syntax] for r in renditions]
 
 
 async def _stream(
@@ -113,8 +121,9 @@ def _read_ahead(
 
 
 class _StoredParts(Response):
-    """Stored parts sent by the server with ``http.response.zerocopy``: framing as body messages
-    around each file, the next batch's files opened in a worker thread while this one is sent."""
+    """Stored parts sent by the server with ``http.response.zerocopy``: one message per batch of
+    files with the framing before each, the next batch's files opened in a worker thread while
+    this one is sent."""
 
     def __init__(
         self,
@@ -155,13 +164,14 @@ class _StoredParts(Response):
         return loop.run_in_executor(None, retrieve.open_parts, self.archive.blobs, self.renditions, group)
 
     async def _send_files(self, send: Any, group: range, files: list[BinaryIO], framing: bytes) -> bytes:
+        """One message for the whole batch: each file after its framing (the previous CRLF and
+        its part header)."""
+        parts: list[Part] = []
+        for number, fh in zip(group, files, strict=True):
+            parts.append((framing + self.heads[number], fh, 0, self.renditions[number].instance.size))
+            framing = multipart.CRLF
         try:
-            for number, fh in zip(group, files, strict=True):
-                body = framing + self.heads[number]
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                count = self.renditions[number].instance.size
-                await send({"type": ZEROCOPY, "file": fh, "offset": 0, "count": count, "more_body": True})
-                framing = multipart.CRLF
+            await send({"type": ZEROCOPY, "parts": parts, "more_body": True})
         finally:
             retrieve.close_all(files)
         return framing

@@ -4,31 +4,42 @@ An app that finds ``"http.response.zerocopy"`` in ``scope["extensions"]`` may se
 ``{"type": "http.response.zerocopy", "file": f, "offset": o, "count": n, "more_body": b}``
 (asgiref, HTTP extensions): the server hands ``n`` bytes of ``f`` from ``o`` to the socket with
 ``sendfile(2)``, so the bytes go from the page cache to the socket without passing through Python.
+One message may instead carry many files, each after some bytes of framing:
+``{"type": "http.response.zerocopy", "parts": [(prefix, f, o, n), ...], "more_body": b}``; the
+server loops over them itself, so a multipart response costs one ASGI message per batch of files
+rather than two per file, each through every middleware.
 
 uvloop's transports offer no sendfile, so this runs beside the transport, on the event loop: the
-transport's write buffer is drained first (so bytes stay in order), then ``os.sendfile`` writes on
-the socket, which is non-blocking. When the socket is full, a slice of the file is read and
-written through the transport instead, which waits for room as it always does; the next
-``sendfile`` follows once that slice has gone. A client that goes away makes ``send`` raise
-:class:`~uvicorn.protocols.utils.ClientDisconnected` (an ``OSError``, as ASGI 2.4 asks); a file
-that ends early or cannot be read closes the connection after one log line (the Content-Length
-cannot be met) and raises the same.
+transport's write buffer is drained first (so bytes stay in order), then the prefixes are written
+(``MSG_MORE``, so they leave with the file's first bytes) and ``os.sendfile`` sends the files on
+the non-blocking socket, through a duplicate of its descriptor (uvloop refuses to watch a socket
+one of its transports owns; the duplicate can be watched, and cannot be reused for another
+connection while we hold it). When the socket is full the loop waits until it is writable again.
+A client that goes away makes ``send`` raise :class:`~uvicorn.protocols.utils.ClientDisconnected`
+(an ``OSError``, as ASGI 2.4 asks); a file that ends early or cannot be read closes the connection
+after one log line (the Content-Length cannot be met) and raises the same.
 Plain TLS-less HTTP/1.1 only: the extension is not offered on TLS connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import Any, NoReturn
+import socket
+from typing import Any, BinaryIO, NoReturn
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 
 EXTENSION = "http.response.zerocopy"
-SLICE = 64 * 1024
-"""Bytes copied through the transport when the socket is full (it then tells us when it drained)."""
+COPY = 1024 * 1024
+"""Bytes read per body message when the response cannot use sendfile (chunked encoding)."""
+
+Part = tuple[bytes, BinaryIO, int | None, int | None]
+"""One entry of ``parts``: framing bytes, then ``count`` bytes of the file from ``offset``."""
+_Span = tuple[bytes, int, int, int]
 
 _log = logging.getLogger(__name__)
 
@@ -40,21 +51,30 @@ uvicorn without it the extension is not offered, so WADO-RS takes its ordinary p
 class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, offering ``http.response.zerocopy`` on plain HTTP."""
 
+    sender: ZeroCopySender | None = None
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self.scheme == "http" and HOOKED:
             self.scope["extensions"] = {EXTENSION: {}}
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        super()._start_asgi_task(cycle, _with_zerocopy(cycle, app))
+        self.sender = ZeroCopySender(cycle)
+        super()._start_asgi_task(cycle, _with_zerocopy(self.sender, app))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.sender is not None:
+            self.sender.wake()
 
 
-def _with_zerocopy(cycle: RequestResponseCycle, app: ASGI3Application) -> ASGI3Application:
-    sender = ZeroCopySender(cycle)
-
+def _with_zerocopy(sender: ZeroCopySender, app: ASGI3Application) -> ASGI3Application:
     async def run(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        await app(scope, receive, sender.wrap(send))
-        sender.finished()
+        try:
+            await app(scope, receive, sender.wrap(send))
+            sender.finished()
+        finally:
+            sender.close()
 
     return run
 
@@ -65,6 +85,8 @@ class ZeroCopySender:
     def __init__(self, cycle: RequestResponseCycle) -> None:
         self.cycle = cycle
         self.used = False
+        self.sock: socket.socket | None = None
+        self.waiter: asyncio.Future[None] | None = None
 
     def wrap(self, send: ASGISendCallable) -> Any:
         async def sending(message: Any) -> None:
@@ -83,53 +105,71 @@ class ZeroCopySender:
             cycle.disconnected = True
             cycle.transport.close()
 
+    def close(self) -> None:
+        """Release our duplicate of the socket (it would keep the connection open)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def wake(self) -> None:
+        """The connection is gone: a wait for the socket to drain ends now."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
     async def zerocopy(self, message: Any, send: ASGISendCallable) -> None:
         cycle = self.cycle
         if not cycle.response_started or cycle.response_complete:
             raise RuntimeError(f"'{EXTENSION}' sent outside a response body")
-        if cycle.disconnected or cycle.transport.is_closing():
-            raise ClientDisconnected
+        self._check_connected()
         self.used = True
-        fd = message["file"].fileno()
-        offset = message.get("offset")
-        offset = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
-        count = message.get("count")
-        count = os.fstat(fd).st_size - offset if count is None else count
-        if cycle.chunked_encoding or cycle.scope["method"] == "HEAD":
-            await self._copy(fd, offset, count, send)
-        else:
-            if count > cycle.expected_content_length:
-                raise RuntimeError("Response content longer than Content-Length")
-            await self._sendfile(fd, offset, count)
+        spans = _spans(message)
+        if cycle.scope["method"] != "HEAD":  # uvicorn sends no body for HEAD: nothing to read
+            await (self._copy(spans, send) if cycle.chunked_encoding else self._send(spans))
         if not message.get("more_body", False):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _copy(self, fd: int, offset: int, count: int, send: ASGISendCallable) -> None:
-        """Chunked or HEAD responses: the bytes as ordinary body messages."""
-        while count > 0:
-            data = os.pread(fd, min(count, 1024 * 1024), offset)
-            if not data:
-                self._fail("the file ended early (it changed while being sent)")
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-            offset, count = offset + len(data), count - len(data)
+    async def _copy(self, spans: list[_Span], send: ASGISendCallable) -> None:
+        """Chunked responses: the bytes as ordinary body messages."""
+        for prefix, fd, offset, count in spans:
+            if prefix:
+                await send({"type": "http.response.body", "body": prefix, "more_body": True})
+            while count > 0:
+                data = self._pread(fd, min(count, COPY), offset)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                offset, count = offset + len(data), count - len(data)
 
-    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
-        cycle = self.cycle
-        transport = cycle.transport
+    async def _send(self, spans: list[_Span]) -> None:
+        """Straight to the socket, after whatever the transport still holds."""
+        if sum(len(prefix) + count for prefix, _, _, count in spans) > self.cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
         await self._drain()
-        sock = transport.get_extra_info("socket").fileno()
+        sock = self._socket()
+        for prefix, fd, offset, count in spans:
+            await self._write(sock, prefix, socket.MSG_MORE if count else 0)
+            await self._sendfile(sock.fileno(), fd, offset, count)
+
+    async def _write(self, sock: socket.socket, data: bytes, flags: int) -> None:
+        sent = 0
+        while sent < len(data):
+            try:
+                sent += sock.send(data[sent:] if sent else data, flags | socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                await self._writable()
+            except OSError as exc:
+                self._disconnected(exc)
+        self.cycle.expected_content_length -= sent
+
+    async def _sendfile(self, out: int, fd: int, offset: int, count: int) -> None:
+        cycle = self.cycle
         end = offset + count
         while offset < end:
-            if cycle.disconnected or transport.is_closing():
-                raise ClientDisconnected
             try:
-                sent = os.sendfile(sock, fd, offset, end - offset)
+                sent = os.sendfile(out, fd, offset, end - offset)
             except BlockingIOError:
-                sent = await self._write_slice(fd, offset, min(SLICE, end - offset))
+                await self._writable()
+                continue
             except ConnectionError as exc:
-                cycle.disconnected = True
-                transport.close()
-                raise ClientDisconnected from exc
+                self._disconnected(exc)
             except OSError as exc:
                 self._fail(f"the file could not be read ({exc.strerror})")
             if sent == 0:
@@ -137,16 +177,26 @@ class ZeroCopySender:
             offset += sent
             cycle.expected_content_length -= sent
 
-    async def _write_slice(self, fd: int, offset: int, size: int) -> int:
-        """The socket is full: let the transport send a slice and tell us when it has."""
+    def _socket(self) -> socket.socket:
+        """Our duplicate of the connection's socket, made on first use."""
+        if self.sock is None:
+            own = self.cycle.transport.get_extra_info("socket").fileno()
+            self.sock = socket.socket(fileno=os.dup(own))
+        return self.sock
+
+    async def _writable(self) -> None:
+        """Wait until the socket takes bytes again (or the connection is lost)."""
+        self._check_connected()
+        loop = asyncio.get_running_loop()
+        fd = self._socket().fileno()
+        self.waiter = waiter = loop.create_future()
+        loop.add_writer(fd, _resolve, waiter)
         try:
-            data = os.pread(fd, size, offset)
-        except OSError as exc:
-            self._fail(f"the file could not be read ({exc.strerror})")
-        if data:
-            self.cycle.transport.write(data)
-            await self._drain()
-        return len(data)
+            await waiter
+        finally:
+            loop.remove_writer(fd)
+            self.waiter = None
+        self._check_connected()
 
     async def _drain(self) -> None:
         """Wait until the transport has written everything it buffered (or the client left)."""
@@ -162,8 +212,25 @@ class ZeroCopySender:
         finally:
             if not transport.is_closing():
                 transport.set_write_buffer_limits(high=high, low=low)
-        if cycle.disconnected or transport.is_closing():
+        self._check_connected()
+
+    def _check_connected(self) -> None:
+        if self.cycle.disconnected or self.cycle.transport.is_closing():
             raise ClientDisconnected
+
+    def _disconnected(self, exc: OSError) -> NoReturn:
+        self.cycle.disconnected = True
+        self.cycle.transport.close()
+        raise ClientDisconnected from exc
+
+    def _pread(self, fd: int, size: int, offset: int) -> bytes:
+        try:
+            data = os.pread(fd, size, offset)
+        except OSError as exc:
+            self._fail(f"the file could not be read ({exc.strerror})")
+        if not data:
+            self._fail("the file ended early (it changed while being sent)")
+        return data
 
     def _fail(self, reason: str) -> NoReturn:
         cycle = self.cycle
@@ -171,3 +238,25 @@ class ZeroCopySender:
         cycle.disconnected = True
         cycle.transport.close()
         raise ClientDisconnected(reason)
+
+
+def _spans(message: Any) -> list[_Span]:
+    """(prefix, descriptor, offset, count) of each part of a message; a file's part runs by
+    default from its current position to its end."""
+    parts = (
+        message["parts"]
+        if "parts" in message
+        else [(b"", message["file"], message.get("offset"), message.get("count"))]
+    )
+    spans = []
+    for prefix, file, offset, count in parts:
+        fd = file.fileno()
+        offset = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
+        count = os.fstat(fd).st_size - offset if count is None else count
+        spans.append((prefix, fd, offset, count))
+    return spans
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
