@@ -34,7 +34,7 @@ from bench.report import ORTHANC, Report
 from bench.suite import Data, Suite
 
 TARGET_NAMES = {
-    "never": "Never slower than Orthanc on any row",
+    "never": "Never slower than Orthanc on any row with a target",
     "metadata": "≥2x Orthanc on series metadata (p50 and p95)",
     "frame": "≥2x Orthanc on single-frame retrieval (p50 and p95)",
     "ceiling": "Full-study WADO-RS ≥70% of the loopback ceiling",

@@ -246,8 +246,9 @@ class Suite:
 
     def run_dimse(self) -> None:
         n = len(self.data.ct.files)
-        store_row = Row(f"DIMSE C-STORE {n}-slice CT (dcmsend)", "instances/s", Better.HIGHER)
-        move_row = Row(f"DIMSE C-MOVE {n}-slice CT to storescp", "instances/s", Better.HIGHER)
+        # Issue #3 asks for these ratios to be printed; they are not among the targets of #2.
+        store_row = Row(f"DIMSE C-STORE {n}-slice CT (dcmsend)", "instances/s", Better.HIGHER, min_ratio=None)
+        move_row = Row(f"DIMSE C-MOVE {n}-slice CT to storescp", "instances/s", Better.HIGHER, min_ratio=None)
         missing = dimse.missing_tools()
         if missing or self.scp is None:
             reason = f"DCMTK tools missing: {', '.join(missing)}" if missing else "storescp did not start"
@@ -292,7 +293,8 @@ class Suite:
             tags=frozenset({"memory"}),
         )
         self.add(memory, results, "peak MB")
-        self.add(Row(label, "MB/s", Better.HIGHER), results, "MB/s")
+        # The target of this workload is the memory; its speed is printed for information.
+        self.add(Row(label, "MB/s", Better.HIGHER, min_ratio=None), results, "MB/s")
         for name, result in results.items():
             if isinstance(result, dict):
                 self.notes.append(
@@ -309,7 +311,9 @@ class Suite:
             self._skip_slow_loads(len(parts), rates)
             load = partial(self._load_tiny, parts=parts)
             results = self.each(label, load, needs=("qido",))
-            self.add(Row(label, f"instances/s, {self.cfg.clients} clients", Better.HIGHER), results, "inst/s")
+            # Setup for the QIDO rows, printed for information (the STOW-RS targets are the CT rows).
+            setup = Row(label, f"instances/s, {self.cfg.clients} clients", Better.HIGHER, min_ratio=None)
+            self.add(setup, results, "inst/s")
             for name, result in results.items():
                 if isinstance(result, str):
                     self.broken.setdefault((name, "qido"), f"tiny instances not loaded: {result}")
