@@ -33,8 +33,8 @@ class FileBlobStore:
         key = spool.digest
         target = self._path(key)
         try:
-            _replace(spool.path, target)
-            _fsync_dir(target.parent)
+            for directory in _replace(spool.path, target):
+                _fsync_dir(directory)
         except OSError as exc:
             spool.discard()
             raise StorageFailure(f"could not store blob: {exc.strerror}") from exc
@@ -63,14 +63,29 @@ class FileBlobStore:
             yield path.stem
 
 
-def _replace(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``, creating the target's folders only when they are missing
-    (no mkdir call per store once the folders exist)."""
+def _replace(source: Path, target: Path) -> list[Path]:
+    """Rename ``source`` to ``target``; returns the folders whose entries changed, which must be
+    fsynced for the rename to be durable: the target's folder and, for each folder created on
+    the way (only when missing: no mkdir call per store once they exist), the one holding it."""
     try:
         os.replace(source, target)
+        return [target.parent]
     except FileNotFoundError:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(target.parent)
         os.replace(source, target)
+        return [target.parent, *(folder.parent for folder in reversed(created))]
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing ancestors, top down; returns those it created (or that
+    a concurrent store created at the same moment: their entries need an fsync all the same)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+    return list(reversed(missing))
 
 
 def _fsync_dir(directory: Path) -> None:
