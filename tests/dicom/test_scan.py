@@ -119,3 +119,11 @@ def test_every_sample_gives_the_top_level_pydicom_reads() -> None:
                     assert fp.read(length) == raw.value, (path.name, hex(tag))
         checked += 1
     assert checked > 50
+
+
+def test_sequences_nested_beyond_reason_are_refused() -> None:
+    start = struct.pack("<HH2sHL", 0x0008, 0x1140, b"SQ", 0, scan.UNDEFINED) + struct.pack(
+        "<HHL", 0xFFFE, 0xE000, scan.UNDEFINED
+    )
+    with pytest.raises(scan.Unreadable):
+        scan.elements(start * 5000, 0, False, last_group=0x0028)

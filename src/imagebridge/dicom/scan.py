@@ -40,7 +40,10 @@ def elements(data: bytes, start: int, implicit: bool, last_group: int) -> dict[i
         if tag >> 16 > last_group:
             break
         found[tag] = (vr, length, position)
-        position = _after_value(data, position, length, implicit or vr == "UN")
+        try:
+            position = _after_value(data, position, length, implicit or vr == "UN")
+        except RecursionError as exc:
+            raise Unreadable(f"sequences nest too deeply in ({tag >> 16:04X},{tag & 0xFFFF:04X})") from exc
     return found
 
 
