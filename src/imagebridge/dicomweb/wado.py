@@ -139,7 +139,7 @@ class _StoredParts(Response):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        groups = retrieve.batches(self.renditions, self.heads)
+        groups = retrieve.batches(self.renditions, self.heads, retrieve.OPEN_BATCH, retrieve.OPEN_FILES)
         ahead: asyncio.Future[list[BinaryIO]] | None = self._open(groups[0]) if groups else None
         framing = b""
         try:

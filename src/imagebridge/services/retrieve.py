@@ -18,6 +18,11 @@ from imagebridge.storage.base import BlobStore
 CHUNK = 1024 * 1024
 BATCH = 8 * 1024 * 1024
 """Bytes of consecutive stored parts read in one go (one thread hop, one write to the socket)."""
+OPEN_BATCH = 32 * 1024 * 1024
+OPEN_FILES = 64
+"""Stored parts opened in one go for the server to sendfile(2): nothing is read, so more bytes
+than :data:`BATCH` (fewer thread hops); the file count bounds the descriptors a response holds
+(two batches: the one being sent and the next), however small its instances."""
 CRLF = b"\r\n"
 
 ANY_SYNTAX = "*"
@@ -79,16 +84,26 @@ def rendition_bytes(blobs: BlobStore, rendition: Rendition) -> bytes:
     return transcode.transcode(path, rendition.transfer_syntax)
 
 
-def batches(renditions: Sequence[Rendition], heads: Sequence[bytes], limit: int | None = None) -> list[range]:
-    """Consecutive parts grouped for :func:`read_parts`: runs of stored parts up to ``limit``
-    (default :data:`BATCH`) bytes (a larger part alone), and each part to be converted on its own."""
+def batches(
+    renditions: Sequence[Rendition],
+    heads: Sequence[bytes],
+    limit: int | None = None,
+    files: int | None = None,
+) -> list[range]:
+    """Consecutive parts grouped for :func:`read_parts` or :func:`open_parts`: runs of stored
+    parts up to ``limit`` (default :data:`BATCH`) bytes and ``files`` parts (default no limit),
+    a larger part alone, and each part to be converted on its own."""
     limit = BATCH if limit is None else limit
+    most = len(renditions) if files is None else files
     groups: list[range] = []
     start, size = 0, 0
     for number, (head, rendition) in enumerate(zip(heads, renditions, strict=True)):
         part = len(head) + rendition.instance.size + len(CRLF)
         if number > start and (
-            not rendition.as_stored or size + part > limit or not renditions[start].as_stored
+            not rendition.as_stored
+            or size + part > limit
+            or number - start == most
+            or not renditions[start].as_stored
         ):
             groups.append(range(start, number))
             start, size = number, 0
