@@ -88,3 +88,11 @@ def test_render_frame_through_the_index_gives_the_same_jpeg() -> None:
     options = render.RenderOptions()
     through_index = render.render_frame(path, 1, options, parsed.transfer_syntax, parsed.frame_index)
     assert through_index == render.render_frame(path, 1, options)
+
+
+def test_a_file_cut_short_goes_to_the_decoder(tmp_path: Path) -> None:
+    parsed = parse.parse_file(sample("CT_small.dcm"))
+    assert parsed.frame_index is not None
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(sample("CT_small.dcm").read_bytes()[:-100])
+    assert greyscale.read_frame(cut, 1, parsed.frame_index, implicit=False) is None

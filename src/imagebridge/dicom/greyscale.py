@@ -79,17 +79,16 @@ def read_frame(
     None when the instance is not plain greyscale or its attributes do not parse."""
     (fragment,) = index.locate(number)
     assert index.native_offset is not None
-    with path.open("rb") as fp:
+    with path.open("rb", buffering=0) as fp:
         found = _attributes(fp.read(index.native_offset), implicit)
         plain = None if found is None else _plain(found, fragment.length)
         if plain is None:
             return None
+        (dtype, rows, columns, unused), shown = plain
+        array = np.empty((rows, columns), dtype)
         fp.seek(fragment.offset)
-        data = bytearray(fragment.length)
-        if fp.readinto(data) != fragment.length:
+        if fp.readinto(array.data) != fragment.length:
             return None
-    (dtype, rows, columns, unused), shown = plain
-    array = np.frombuffer(data, dtype).reshape(rows, columns)
     if unused:
         _ignore_unused_bits(array, unused)
     return array, shown
