@@ -41,9 +41,8 @@ _log = logging.getLogger(__name__)
 async def _retrieve(request: Request, archive: Archive, target: Target) -> Response:
     ranges = accept.parse(request.headers.get("accept"))
     accept.choose(ranges, [_DICOM], multipart_only=True)
-    instances = await anyio.to_thread.run_sync(archive.lookup.instances, target)
     wanted = accept.dicom_syntaxes(ranges)
-    renditions = await anyio.to_thread.run_sync(retrieve.plan, archive.blobs, instances, wanted)
+    renditions = await anyio.to_thread.run_sync(_plan, archive, target, wanted)
     tag = caching.etag(*[f"{r.instance.blob_key}:{r.transfer_syntax}" for r in renditions])
     if (cached := caching.not_modified(request, tag)) is not None:
         return cached
@@ -64,6 +63,11 @@ async def _retrieve(request: Request, archive: Archive, target: Target) -> Respo
         converted[0] = await anyio.to_thread.run_sync(retrieve.rendition_bytes, archive.blobs, renditions[0])
     body = _stream(archive, renditions, heads, boundary, converted)
     return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+def _plan(archive: Archive, target: Target, wanted: list[str | None]) -> list[retrieve.Rendition]:
+    """Look up and plan in one trip to a worker thread (a busy machine makes every trip cost)."""
+    return retrieve.plan(archive.blobs, archive.lookup.instances(target), wanted)
 
 
 def _part_headers(boundary: str, renditions: list[retrieve.Rendition]) -> list[bytes]:
