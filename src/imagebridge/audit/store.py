@@ -2,8 +2,8 @@
 
 OHIF asks for hundreds of frames per study and every DICOMweb request records an allow decision,
 so :meth:`AuditStore.add` only puts the record on a bounded in-process queue; one background
-thread writes what has accumulated in one transaction every ``interval`` seconds (or as soon as
-``batch`` rows wait). Identical *allow* records within ``coalesce_seconds`` become one row whose
+thread writes what has accumulated in one transaction every ``interval`` seconds (up to four times
+``batch`` rows a transaction), without being woken by each record. Identical *allow* records within ``coalesce_seconds`` become one row whose
 ``count`` grows. Nothing else is ever merged or dropped: when the queue is full, a deny or any
 other non-allow record is written synchronously by the caller; only allow records may be dropped,
 and then they are counted in :attr:`AuditStore.dropped` and still present in the log lines.
@@ -143,6 +143,8 @@ class AuditStore:
         self._write_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._urgent = threading.Event()
+        """Set by a flush or close: the writer stops gathering and writes at once."""
         self.idle_seconds = IDLE_SECONDS
         _live.add(self)
         _at_process_exit()
@@ -196,6 +198,7 @@ class AuditStore:
             return
         marker = _Flush()
         self._queue.put(marker)
+        self._urgent.set()
         self._ensure_writer()
         if not marker.done.wait(timeout):
             raise TimeoutError("the audit writer did not flush in time")
@@ -205,6 +208,7 @@ class AuditStore:
             return
         self._closed = True
         self._queue.put(_STOP)
+        self._urgent.set()
         self._ensure_writer()
         with self._thread_lock:
             thread = self._thread
@@ -251,16 +255,11 @@ class AuditStore:
             rows: list[dict[str, Any]] = []
             markers: list[_Flush] = []
             stop = self._collect(item, rows, markers)
-            deadline = time.monotonic() + self.interval
-            while not stop and not markers and len(rows) < self.batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                stop = self._collect(item, rows, markers)
+            if not stop and not markers:
+                # Let the interval's records gather without waking the writer for each one (a
+                # wake per record cost every request a thread switch); a flush or close wakes it.
+                self._urgent.wait(self.interval)
+                self._urgent.clear()
             stop = self._drain(rows, markers) or stop
             self._safe_write(rows)
             for marker in markers:
