@@ -303,8 +303,15 @@ def test_a_file_shorter_than_its_part_closes_the_connection_after_one_line(
 def test_a_client_leaving_mid_batch_ends_the_response_and_frees_the_socket(
     app: App, contents: dict[str, bytes], seen: Seen, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """One batch of 16 files (~32 MiB, more than the socket buffers hold), the client leaving
+    after 4 MiB."""
     expected = _expected(contents)
-    sock, _ = _raw_get(app.script(_batch(), len(expected)))
+
+    def step(opened: dict[str, BinaryIO]) -> list[dict[str, Any]]:
+        parts = _batch()(opened)[0]["parts"] * 4
+        return [{"type": EXTENSION, "parts": parts, "more_body": False}]
+
+    sock, _ = _raw_get(app.script(step, 4 * (len(expected) - len(b"<end>"))))
     received = 0
     while received < 4 * MiB:
         received += len(sock.recv(MiB))
