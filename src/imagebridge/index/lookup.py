@@ -6,8 +6,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import ColumnElement, Engine, Select, bindparam, select
 
 from imagebridge.dicom.frames import FrameIndex
 from imagebridge.errors import NotFound
@@ -66,16 +67,37 @@ _COLUMNS = (  # in the order of StoredInstance's fields
 )
 
 
-def _scoped(query: Select, target: Target) -> Select:
-    query = query.join(series, instances.c.series_pk == series.c.pk).join(
-        studies, series.c.study_pk == studies.c.pk
+def _scoped(columns: tuple[ColumnElement[Any], ...], series_level: bool, instance_level: bool) -> Select[Any]:
+    query = (
+        select(*columns)
+        .select_from(instances)
+        .join(series, instances.c.series_pk == series.c.pk)
+        .join(studies, series.c.study_pk == studies.c.pk)
+        .where(studies.c.study_uid == bindparam("b_study"))
     )
-    query = query.where(studies.c.study_uid == target.study_uid)
-    if target.series_uid is not None:
-        query = query.where(series.c.series_uid == target.series_uid)
-    if target.sop_uid is not None:
-        query = query.where(instances.c.sop_uid == target.sop_uid)
+    if series_level:
+        query = query.where(series.c.series_uid == bindparam("b_series"))
+    if instance_level:
+        query = query.where(instances.c.sop_uid == bindparam("b_sop"))
     return query.order_by(series.c.series_number, series.c.pk, instances.c.instance_number, instances.c.pk)
+
+
+# Built once per shape: constructing and cache-keying the statement on every request cost
+# more than running it (0.195 -> 0.047 ms a lookup).
+_SHAPES = ((False, False), (True, False), (True, True), (False, True))
+_INSTANCES = {shape: _scoped(_COLUMNS, *shape) for shape in _SHAPES}
+_METADATA = {shape: _scoped((instances.c.metadata,), *shape) for shape in _SHAPES}
+
+
+def _statement(
+    statements: dict[tuple[bool, bool], Select[Any]], target: Target
+) -> tuple[Select[Any], dict[str, str]]:
+    params = {"b_study": target.study_uid}
+    if target.series_uid is not None:
+        params["b_series"] = target.series_uid
+    if target.sop_uid is not None:
+        params["b_sop"] = target.sop_uid
+    return statements[(target.series_uid is not None, target.sop_uid is not None)], params
 
 
 class Lookup:
@@ -87,7 +109,7 @@ class Lookup:
     def instances(self, target: Target) -> list[StoredInstance]:
         """Every instance under ``target``, in series then instance order; NotFound if none."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_scoped(select(*_COLUMNS).select_from(instances), target)).all()
+            rows = conn.execute(*_statement(_INSTANCES, target)).all()
         if not rows:
             raise NotFound(f"{target.describe()} is not in the archive")
         return [StoredInstance(*row) for row in rows]
@@ -95,7 +117,7 @@ class Lookup:
     def metadata(self, target: Target) -> Iterator[str]:
         """The stored DICOM JSON text of every instance under ``target``."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_scoped(select(instances.c.metadata).select_from(instances), target)).all()
+            rows = conn.execute(*_statement(_METADATA, target)).all()
         if not rows:
             raise NotFound(f"{target.describe()} is not in the archive")
         for row in rows:
