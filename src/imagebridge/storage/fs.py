@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from imagebridge.errors import StorageFailure
 from imagebridge.storage.base import Spool
+
+_KEY = re.compile(r"[0-9a-f]{64}")
+"""A blob key: a SHA-256 digest in lower-case hex (checked before it becomes a path)."""
 
 
 class FileBlobStore:
@@ -24,7 +28,7 @@ class FileBlobStore:
         return Spool(self.tmp)
 
     def _path(self, key: str) -> Path:
-        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        if _KEY.fullmatch(key) is None:
             raise StorageFailure(f"malformed blob key {key!r}")
         return self.root / key[:2] / key[2:4] / f"{key}.dcm"
 
