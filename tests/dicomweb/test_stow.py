@@ -278,3 +278,32 @@ def test_outcomes_are_reported_in_the_order_parts_were_sent(dicomweb_url: str) -
     stored = [item["00081155"]["Value"][0] for item in _items(response, "00081199")]
     assert stored == [ds.SOPInstanceUID for ds in sent]
     assert _reasons(response) == [0xC000]
+
+
+@pytest.mark.parametrize("pixels", [64, 800], ids=["small part", "part over SPOOL_CHUNK"])
+def test_a_part_the_disk_cannot_take_is_refused_with_out_of_resources_and_leaves_no_file(
+    archive: Archive, dicomweb_url: str, monkeypatch: pytest.MonkeyPatch, pixels: int
+) -> None:
+    """Disk full while spooling: a small part (spooled by the thread that stores it) fails alone
+    with 0xA700 and a reason; a part larger than SPOOL_CHUNK (spooled while it arrives) ends the
+    request with a 503 that says why. Either way no spool file is left behind."""
+    import errno
+
+    from imagebridge.storage.base import Spool
+
+    def full(_spool: Spool, _data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "write", full)
+    body = multipart([part10(make_instance(pixels=pixels))])
+    response = _post(f"{dicomweb_url}/studies", body)
+    if pixels == 64:
+        assert response.status_code == 409
+        assert _reasons(response) == [0xA700]
+        assert "No space left on device" in response.json()[FAILED]["Value"][0]["00000902"]["Value"][0]
+    else:
+        assert response.status_code == 503
+        assert "No space left on device" in response.text
+        assert "Traceback" not in response.text
+    assert not list(archive.blobs.tmp.iterdir())
+    assert _state(archive) == ([], [])

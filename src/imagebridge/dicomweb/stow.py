@@ -150,13 +150,20 @@ class _SpoolPart(multipart.PartWriter):
             await anyio.to_thread.run_sync(self._spool_pending)
 
     def _spool_pending(self) -> Spool:
-        """Write the gathered chunks to the spool, creating it first (in a worker thread)."""
-        if self.spool is None:
-            self.spool = self.ingest.spool()
-        for chunk in self.pending:
-            self.spool.write(chunk)
-        self.pending.clear()
-        self.pending_size = 0
+        """Write the gathered chunks to the spool, creating it first (in a worker thread). A
+        spool that cannot be written (disk full) is removed and reported as a storage failure."""
+        try:
+            if self.spool is None:
+                self.spool = self.ingest.spool()
+            for chunk in self.pending:
+                self.spool.write(chunk)
+        except OSError as exc:
+            if self.spool is not None:
+                self.spool.discard()
+            raise errors.StorageFailure(f"the instance could not be written: {exc.strerror}") from exc
+        finally:
+            self.pending.clear()
+            self.pending_size = 0
         return self.spool
 
     async def close(self) -> None:
@@ -310,6 +317,7 @@ async def _store(
     slots = anyio.Semaphore(IN_FLIGHT)
     decisions = _Decisions()
     truncated: errors.InvalidInput | None = None
+    unwritable: errors.StorageFailure | None = None
     async with anyio.create_task_group() as tasks:
 
         async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
@@ -329,6 +337,10 @@ async def _store(
             await multipart.read_parts(request.stream(), request_type.boundary, open_part)
         except errors.InvalidInput as exc:
             truncated = exc  # parts already handed over still finish before we answer
+        except errors.StorageFailure as exc:
+            unwritable = exc  # raised once the parts already handed over have finished
+    if unwritable is not None:
+        raise unwritable
     if truncated is not None:
         if not outcomes.stored:
             raise truncated
