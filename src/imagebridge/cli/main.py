@@ -110,7 +110,11 @@ def serve(
         console.print("Press Ctrl+C to stop.")
         # The workers open their own archive; nothing may run beside the fork.
         archive.close()
-        status = http_workers.run(settings, sock, first_worker=_dicom_in_worker)
+        try:
+            status = http_workers.run(settings, sock, first_worker=_dicom_in_worker)
+        except http_workers.CannotFork as exc:
+            common.fail(f"{exc}; start with --workers 1")
+            return
         if status:
             raise typer.Exit(status)
         return

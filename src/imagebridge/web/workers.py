@@ -45,6 +45,10 @@ FirstWorker = Callable[[Archive], Stopper | None]
 _PR_SET_PDEATHSIG = 1
 
 
+class CannotFork(RuntimeError):
+    """A thread runs beside the parent: forking now could copy a lock it holds into a worker."""
+
+
 def run(
     settings: Settings,
     sock: socket.socket,
@@ -56,7 +60,7 @@ def run(
     returns the exit status for the command (0, or 1 when a worker could not start)."""
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:
-        raise RuntimeError(f"cannot fork HTTP workers while other threads run: {', '.join(others)}")
+        raise CannotFork(f"cannot fork HTTP workers while other threads run: {', '.join(others)}")
     gc.collect()
     gc.freeze()
     supervisor = _Supervisor(settings, sock, first_worker, log_level)
