@@ -20,9 +20,10 @@ SAMPLE_INTERVAL_S = 0.02
 TREE_REFRESH_S = 1.0
 
 
-def _status_kb(pid: int, key: str) -> int:
+def _proc_kb(pid: int, name: str, key: str) -> int:
+    """The kB value of line ``key:`` of ``/proc/PID/name`` (0 when the process has gone)."""
     try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
+        for line in (PROC / str(pid) / name).read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -56,26 +57,16 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_rss_bytes(pids: list[int]) -> int:
-    return sum(_status_kb(p, "VmRSS") for p in pids) * 1024
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return 0
+    return sum(_proc_kb(p, "status", "VmRSS") for p in pids) * 1024
 
 
 def tree_pss_bytes(pids: list[int]) -> int:
-    return sum(_pss_kb(p) for p in pids) * 1024
+    return sum(_proc_kb(p, "smaps_rollup", "Pss") for p in pids) * 1024
 
 
 def tree_hwm_bytes(pid: int) -> int:
     """Sum of VmHWM (lifetime peak RSS) over the tree; an upper bound of the simultaneous peak."""
-    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) * 1024
+    return sum(_proc_kb(p, "status", "VmHWM") for p in process_tree(pid)) * 1024
 
 
 class MemorySampler:
