@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,12 +13,20 @@ from pathlib import Path
 
 import httpx
 
+from imagebridge.web.workers import STARTUP_S
 from tests.cli.test_import import CLI, run_cli
 
 
 @contextmanager
 def served(data_dir: Path, *options: str) -> Iterator[str]:
     """``imagebridge serve`` on free ports, as a user starts it; yields its base URL once ready."""
+    with serving(data_dir, *options) as (url, _process):
+        yield url
+
+
+@contextmanager
+def serving(data_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """As :func:`served`, also yielding the ``serve`` process (the supervisor with ``--workers``)."""
     process = subprocess.Popen(
         [*CLI, "serve", "--port", "0", "--dicom-port", "0", "--data-dir", str(data_dir), *options],
         stdout=subprocess.PIPE,
@@ -39,7 +49,7 @@ def served(data_dir: Path, *options: str) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -133,13 +143,8 @@ def _workers_of(pid: int) -> set[int]:
 
 
 def test_serve_workers_restart_after_a_crash_and_stop_with_the_server(tmp_path: Path) -> None:
-    import os
-    import signal
-
-    from imagebridge.web.workers import STARTUP_S
-
-    with served(tmp_path / "data", "--no-dicom", "--workers", "2") as url:
-        supervisor = next(p for p in _serve_processes() if str(tmp_path) in _cmdline(p) and _workers_of(p))
+    with serving(tmp_path / "data", "--no-dicom", "--workers", "2") as (url, process):
+        supervisor = process.pid
         workers = _workers_of(supervisor)
         assert len(workers) == 2
         time.sleep(STARTUP_S + 0.5)  # a worker dying sooner counts as one that cannot start
@@ -156,7 +161,7 @@ def test_serve_workers_restart_after_a_crash_and_stop_with_the_server(tmp_path: 
         for _ in range(6):
             assert httpx.get(f"{url}/readyz").status_code == 200
         replaced = _workers_of(supervisor)
-    # served() sent SIGTERM to the supervisor and waited for it: no worker is left behind.
+    # serving() sent SIGTERM to the supervisor and waited for it: no worker is left behind.
     assert all(not Path(f"/proc/{pid}").exists() for pid in replaced)
 
 
@@ -180,16 +185,3 @@ def test_serve_workers_that_cannot_start_stop_the_server_with_the_reason(tmp_pat
     assert f"cannot start the DICOM listener on port {port}" in output
     assert "stopping the server" in output
     assert "Traceback" not in output
-
-
-def _serve_processes() -> list[int]:
-    return [
-        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and "serve" in _cmdline(int(p.name))
-    ]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
