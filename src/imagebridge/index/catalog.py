@@ -85,11 +85,18 @@ class Catalog:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
+        """A write transaction, taking this process's turn first on SQLite."""
         if self._lock is None:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 yield conn
             return
-        with self._lock, _flocked(self._file_lock), self.engine.begin() as conn:
+        with self._lock, self._transaction() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction under the writer lock between processes (SQLite files only)."""
+        with _flocked(self._file_lock), self.engine.begin() as conn:
             yield conn
 
     def close(self) -> None:
@@ -123,7 +130,7 @@ class Catalog:
         """One instance in its own transaction (SQLite: the caller holds the thread lock)."""
         for attempt in range(_RETRIES):
             try:
-                with _flocked(self._file_lock), self.engine.begin() as conn:
+                with self._transaction() as conn:
                     return _file(conn, parsed, blob_key, size, replace)
             except (IntegrityError, OperationalError) as exc:
                 if attempt == _RETRIES - 1 or not _retryable(exc):
@@ -135,14 +142,7 @@ class Catalog:
         transaction itself fails, each instance is filed again on its own, so that one
         instance's trouble is reported to its own caller only."""
         try:
-            self._try_group(group)
-        finally:
-            for filing in group:
-                filing.done = True
-
-    def _try_group(self, group: list[_Filing]) -> None:
-        try:
-            with _flocked(self._file_lock), self.engine.begin() as conn:
+            with self._transaction() as conn:
                 for filing in group:
                     try:
                         filing.result = _file(
@@ -159,6 +159,9 @@ class Catalog:
                     )
                 except Exception as exc:
                     filing.error = exc
+        finally:
+            for filing in group:
+                filing.done = True
 
     def remove(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Removed:
         """Remove a study, a series or an instance; returns the blobs no longer referenced."""
