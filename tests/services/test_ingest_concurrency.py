@@ -209,3 +209,38 @@ def _try_store(archive: Archive, data: bytes) -> object:
         return archive.ingest.store_stream(io.BytesIO(data))
     except Exception as exc:
         return exc
+
+
+def test_an_interrupted_group_leaves_no_instance_reported_as_filed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group whose transaction is interrupted (not an ordinary error) is rolled back whole: an
+    instance filed earlier in that transaction must not be reported as filed to its caller."""
+    from imagebridge.dicom.parse import parse_file
+    from imagebridge.index import catalog as catalog_module
+
+    class Interrupted(BaseException):
+        pass
+
+    archive = make_archive(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    filings = []
+    for n in range(2):
+        path = tmp_path / f"{n}.dcm"
+        path.write_bytes(_ct())
+        filings.append(catalog_module._Filing(parse_file(path), f"{n:064x}", path.stat().st_size, False))
+    real_file = catalog_module._file
+
+    def file_then_interrupt(conn: object, parsed: object, *rest: object) -> object:
+        if parsed is filings[1].parsed:
+            raise Interrupted
+        return real_file(conn, parsed, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_module, "_file", file_then_interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            archive.catalog._file_group(filings)
+        assert all(f.done and f.result is None for f in filings)
+        with archive.engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(instances)) == 0
+    finally:
+        archive.close()

@@ -141,6 +141,7 @@ class Catalog:
         """File every waiting instance in one transaction (SQLite, thread lock held). If the
         transaction itself fails, each instance is filed again on its own, so that one
         instance's trouble is reported to its own caller only."""
+        settled = False
         try:
             with self._transaction() as conn:
                 for filing in group:
@@ -150,6 +151,7 @@ class Catalog:
                         )
                     except ImageBridgeError as exc:  # refused before writing anything
                         filing.error = exc
+            settled = True
         except Exception:
             for filing in group:
                 filing.result, filing.error = None, None
@@ -159,8 +161,11 @@ class Catalog:
                     )
                 except Exception as exc:
                     filing.error = exc
+            settled = True
         finally:
             for filing in group:
+                if not settled:  # interrupted: what the rolled-back transaction said does not hold
+                    filing.result = None
                 filing.done = True
 
     def remove(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Removed:
