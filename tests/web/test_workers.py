@@ -12,7 +12,9 @@ from imagebridge.web import workers
 from imagebridge.web.server import bind
 
 
-def test_run_refuses_to_fork_beside_another_thread(tmp_path: Path) -> None:
+def test_run_refuses_to_fork_beside_another_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the check, the test fails here instead of forking a server that never returns.
+    monkeypatch.setattr(workers.os, "fork", lambda: pytest.fail("forked while another thread ran"))
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, name="still-running", daemon=True)
     other.start()
