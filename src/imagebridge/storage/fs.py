@@ -77,19 +77,20 @@ def _replace(source: Path, target: Path) -> list[Path]:
     except FileNotFoundError:
         created = _make_folders(target.parent)
         os.replace(source, target)
-        return [target.parent, *(folder.parent for folder in reversed(created))]
+        return [target.parent, *(folder.parent for folder in created)]
 
 
 def _make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing ancestors, top down; returns those it created (or that
-    a concurrent store created at the same moment: their entries need an fsync all the same)."""
+    """Create ``folder`` and its missing ancestors (top down); returns those it created, deepest
+    first (or that a concurrent store created at the same moment: their entries need an fsync
+    all the same)."""
     missing = []
     while not folder.is_dir():
         missing.append(folder)
         folder = folder.parent
     for created in reversed(missing):
         created.mkdir(exist_ok=True)
-    return list(reversed(missing))
+    return missing
 
 
 def _fsync_dir(directory: Path) -> None:
