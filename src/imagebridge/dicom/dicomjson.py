@@ -100,10 +100,14 @@ def _raw_json(raw: RawDataElement) -> dict[str, Any] | None:
             vr = dictionary_VR(raw.tag)
         except KeyError:
             return None
-    if vr not in _FAST_VRS or (vr in _MULTI_STRING and config.datetime_conversion):
+    if raw.value is None:
         return None
-    value = raw.value
-    if value is None:
+    return value_json(vr, raw.value, raw.is_little_endian)
+
+
+def value_json(vr: str, value: bytes, little_endian: bool) -> dict[str, Any] | None:
+    """The DICOM JSON of a value of ``vr`` from its bytes; None when pydicom must convert it."""
+    if vr not in _FAST_VRS or (vr in _MULTI_STRING and config.datetime_conversion):
         return None
     number = _NUMBERS.get(vr)
     if number is not None:
@@ -112,7 +116,7 @@ def _raw_json(raw: RawDataElement) -> dict[str, Any] | None:
             return None
         if not value:
             return {"vr": vr}
-        order = "<" if raw.is_little_endian else ">"
+        order = "<" if little_endian else ">"
         return {"vr": vr, "Value": list(struct.unpack(f"{order}{len(value) // size}{code}", value))}
     if vr in _TEXT_MULTI or vr in _TEXT_SINGLE:
         if not value.isascii() or b"\x1b" in value:

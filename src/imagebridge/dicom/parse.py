@@ -20,7 +20,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from imagebridge.dicom import dicomjson, frames, syntaxes, tags
+from imagebridge.dicom import dicomjson, frames, lean, syntaxes, tags
 from imagebridge.errors import MissingAttribute, NotDicom
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,133 @@ class ParsedInstance:
 
 
 def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
-    """Parse the Part 10 file at ``path``; raises NotDicom or MissingAttribute."""
+    """Parse the Part 10 file at ``path``; raises NotDicom or MissingAttribute.
+
+    The lean walk reads the common file (explicit VR little endian, nothing unusual); pydicom
+    reads every other one, and any file the lean reading leaves in doubt."""
+    walked = lean.walk(path, DEFER_SIZE, bulk_threshold)
+    try:
+        parsed = _from_walk(walked, path) if walked is not None else None
+    except _NotPlain:
+        parsed = None
+    return parsed if parsed is not None else parse_with_pydicom(path, bulk_threshold=bulk_threshold)
+
+
+def _from_walk(walked: lean.Walked, path: Path) -> ParsedInstance | None:
+    """The instance from the lean walk; None where the pydicom path must decide (a missing UID,
+    a value the index reads that is not plain)."""
+    metadata = walked.metadata
+    values = _WalkedValues(walked)
+    study_uid, series_uid, sop_uid = (
+        values.text(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    )
+    sop_class = values.text("SOPClassUID") or walked.media_sop_class_uid
+    if (
+        not (study_uid and series_uid and sop_uid and sop_class)
+        or max(map(len, (study_uid, series_uid, sop_uid))) > 64
+    ):
+        return None
+    base = f"{dicomjson.BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
+    walked.name_bulk_data(lambda p: base + p)
+    has_pixels = any(
+        _json_key(k) in metadata for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    )
+    count = (values.int("NumberOfFrames") or 1) if has_pixels else None
+    frame_index = _walked_frame_index(walked, values, path, count)
+    return ParsedInstance(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=sop_class,
+        transfer_syntax=walked.transfer_syntax,
+        patient_id=values.text("PatientID"),
+        issuer_of_patient_id=values.text("IssuerOfPatientID"),
+        patient_name=values.text("PatientName"),
+        patient_birth_date=values.text("PatientBirthDate"),
+        patient_sex=values.text("PatientSex"),
+        study_date=values.text("StudyDate"),
+        study_time=values.text("StudyTime"),
+        accession_number=values.text("AccessionNumber"),
+        study_description=values.text("StudyDescription"),
+        referring_physician=values.text("ReferringPhysicianName"),
+        study_id=values.text("StudyID"),
+        modality=values.text("Modality"),
+        series_number=values.int("SeriesNumber"),
+        series_description=values.text("SeriesDescription"),
+        performed_start_date=values.text("PerformedProcedureStepStartDate"),
+        performed_start_time=values.text("PerformedProcedureStepStartTime"),
+        instance_number=values.int("InstanceNumber"),
+        rows=values.int("Rows"),
+        columns=values.int("Columns"),
+        number_of_frames=count,
+        patient_json=_subset(metadata, tags.PATIENT_TAGS),
+        study_json=_subset(metadata, tags.STUDY_TAGS),
+        series_json=_subset(metadata, tags.SERIES_TAGS),
+        metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+        frame_index=frame_index,
+    )
+
+
+class _NotPlain(Exception):
+    """A value the index reads is not a plain string or number in the walked metadata."""
+
+
+class _WalkedValues:
+    """Attribute values for the index from the walked metadata (as :class:`_Values` gives them)."""
+
+    def __init__(self, walked: lean.Walked) -> None:
+        self.metadata, self.person_names = walked.metadata, walked.person_names
+
+    def _plain(self, keyword: str) -> list[Any] | None:
+        key = _json_key(keyword)
+        element = self.metadata.get(key)
+        if element is None:
+            return None
+        if key in self.person_names:
+            return self.person_names[key]
+        value = element.get("Value", [])
+        if (
+            "BulkDataURI" in element
+            or "InlineBinary" in element
+            or not all(isinstance(v, str | int | float) for v in value)
+        ):
+            raise _NotPlain(keyword)
+        return value
+
+    def text(self, keyword: str) -> str:
+        value = self._plain(keyword)
+        return _joined(value) if value else ""
+
+    def int(self, keyword: str) -> int | None:
+        value = self._plain(keyword)
+        try:
+            return int(value[0]) if value and len(value) == 1 and value[0] != "" else None
+        except (TypeError, ValueError):
+            return None
+
+
+def _walked_frame_index(
+    walked: lean.Walked, values: _WalkedValues, path: Path, count: int | None
+) -> frames.FrameIndex | None:
+    if walked.pixel_offset is None or walked.pixel_length is None or count is None:
+        return None
+    try:
+        if walked.pixel_length == 0xFFFFFFFF:
+            with path.open("rb") as fp:
+                return frames.encapsulated_index(fp, walked.pixel_offset, count)
+        bits = values.int("BitsAllocated") or 0
+        if bits % 8:
+            return None
+        size = (values.int("Rows") or 0) * (values.int("Columns") or 0) * (values.int("SamplesPerPixel") or 1)
+        return frames.native_index(walked.pixel_offset, walked.pixel_length, size * bits // 8, count)
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("frame offsets of %s not computed: %s", path.name, exc)
+        return None
+
+
+def parse_with_pydicom(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
+    """Parse with pydicom, which reads every kind of file (and the reference the lean walk is
+    tested against)."""
     ds = _read(path)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     study_uid, series_uid, sop_uid = _uids(ds)
@@ -220,8 +346,13 @@ def _frame_count(ds: Dataset) -> int | None:
     return _int(ds, "NumberOfFrames") or 1
 
 
+@functools.cache
+def _keys(wanted: tuple[int, ...]) -> frozenset[str]:
+    return frozenset(tags.tag_key(t) for t in wanted)
+
+
 def _subset(metadata: dict[str, Any], wanted: tuple[int, ...]) -> str:
-    keys = {tags.tag_key(t) for t in wanted}
+    keys = _keys(wanted)
     return json.dumps({k: v for k, v in metadata.items() if k in keys}, separators=(",", ":"))
 
 
