@@ -71,7 +71,7 @@ PartSink = Callable[[dict[str, str]], Awaitable["PartWriter"]]
 class PartWriter:
     """Receives one part's body in chunks; ``close`` is called once the part ends."""
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -91,12 +91,18 @@ async def read_parts(chunks: AsyncIterator[bytes], boundary: str, open_part: Par
     buffer = bytearray()
     source = chunks.__aiter__()
 
-    async def fill() -> bool:
+    async def next_chunk() -> bytes | None:
         try:
-            buffer.extend(await source.__anext__())
-            return True
+            return await source.__anext__()
         except StopAsyncIteration:
+            return None
+
+    async def fill() -> bool:
+        chunk = await next_chunk()
+        if chunk is None:
             return False
+        buffer.extend(chunk)
+        return True
 
     # Preamble: everything before the first delimiter.
     while (start := buffer.find(delimiter)) < 0:
@@ -114,7 +120,7 @@ async def read_parts(chunks: AsyncIterator[bytes], boundary: str, open_part: Par
         headers = await _read_headers(buffer, fill)
         writer = await open_part(headers)
         try:
-            await _read_body(buffer, fill, CRLF + delimiter, writer)
+            await _read_body(buffer, next_chunk, CRLF + delimiter, writer)
         except BaseException:
             await writer.abort()
             raise
@@ -148,19 +154,57 @@ async def _read_headers(buffer: bytearray, fill: Callable[[], Awaitable[bool]]) 
 
 
 async def _read_body(
-    buffer: bytearray, fill: Callable[[], Awaitable[bool]], delimiter: bytes, writer: PartWriter
+    buffer: bytearray,
+    next_chunk: Callable[[], Awaitable[bytes | None]],
+    delimiter: bytes,
+    writer: PartWriter,
 ) -> None:
-    keep = len(delimiter)
+    """Hand the part's bytes to ``writer`` up to ``delimiter``; what follows stays in ``buffer``.
+
+    A chunk that holds no delimiter goes to the writer as a view of itself, without being
+    copied into ``buffer`` first: for an instance of half a megabyte that saved three copies.
+    Only the last ``len(delimiter) - 1`` bytes are held back, in case the delimiter starts there.
+    """
+    hold = len(delimiter) - 1
+    found = buffer.find(delimiter)
+    if found >= 0:
+        if found:
+            await writer.write(bytes(buffer[:found]))
+        del buffer[: found + len(delimiter)]
+        return
+    if len(buffer) > hold:
+        cut = len(buffer) - hold
+        await writer.write(bytes(memoryview(buffer)[:cut]))
+        del buffer[:cut]
     while True:
-        found = buffer.find(delimiter)
-        if found >= 0:
+        chunk = await next_chunk()
+        if chunk is None:
+            raise InvalidInput("the multipart body ends inside a part (closing boundary missing)")
+        if not chunk:
+            continue
+        # A delimiter that starts in the held-back bytes ends within the chunk's first bytes.
+        if buffer and (found := (buffer + chunk[:hold]).find(delimiter)) >= 0:
+            buffer.extend(chunk)
             if found:
                 await writer.write(bytes(buffer[:found]))
             del buffer[: found + len(delimiter)]
             return
-        if len(buffer) > keep:
-            cut = len(buffer) - keep
-            await writer.write(bytes(buffer[:cut]))
-            del buffer[:cut]
-        if not await fill():
-            raise InvalidInput("the multipart body ends inside a part (closing boundary missing)")
+        found = chunk.find(delimiter)
+        if found >= 0:
+            if buffer:
+                await writer.write(bytes(buffer))
+            if found:
+                await writer.write(memoryview(chunk)[:found])
+            buffer[:] = memoryview(chunk)[found + len(delimiter) :]
+            return
+        if len(chunk) <= hold:
+            buffer.extend(chunk)
+            if len(buffer) > hold:
+                cut = len(buffer) - hold
+                await writer.write(bytes(buffer[:cut]))
+                del buffer[:cut]
+            continue
+        if buffer:
+            await writer.write(bytes(buffer))
+        await writer.write(memoryview(chunk)[: len(chunk) - hold])
+        buffer[:] = memoryview(chunk)[len(chunk) - hold :]

@@ -133,12 +133,12 @@ class _SpoolPart(multipart.PartWriter):
         self.tasks, self.slots = workers
         self.part = outcomes.next_part()
         self.spool: Spool | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | memoryview] = []
         self.pending_size = 0
         self.size = 0
         self.head = bytearray()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size > self.limit:
             raise errors.InvalidInput(f"a part is larger than the configured maximum of {self.limit} bytes")
@@ -250,7 +250,7 @@ class _RefusedPart(multipart.PartWriter):
         self.outcomes, self.comment = outcomes, comment
         self.part = outcomes.next_part()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         return None
 
     async def close(self) -> None:
