@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from imagebridge.errors import Conflict, InstanceConflict, MissingAttribute, NotDicom, StudyMismatch
 from imagebridge.index.catalog import Outcome
@@ -53,12 +53,58 @@ def test_stored_bytes_are_the_received_bytes(archive: Archive) -> None:
 def test_identical_instance_again_changes_nothing(archive: Archive) -> None:
     data = sample("CT_small.dcm").read_bytes()
     first = _store_bytes(archive, data)
-    blobs_before = _blob_files(archive)
+    [blob] = _blob_files(archive)
+    written = blob.stat()
     again = _store_bytes(archive, data)
     assert first.outcome is Outcome.STORED  # type: ignore[attr-defined]
     assert again.outcome is Outcome.ALREADY_STORED  # type: ignore[attr-defined]
-    assert _blob_files(archive) == blobs_before
+    assert _blob_files(archive) == [blob]
+    assert blob.stat().st_ino == written.st_ino, "the stored file is not written over"
     assert _count(archive, instances) == 1
+    assert not list(archive.blobs.tmp.iterdir())
+
+
+def test_storing_again_during_a_delete_leaves_no_row_without_its_blob(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete that lands after the bytes of a repeated store reach the blob store and before
+    they are filed removes the blob: filed after it, the instance would point at nothing. The
+    instance found stored is not written again, so no such moment exists."""
+    data = sample("CT_small.dcm").read_bytes()
+    stored = _store_bytes(archive, data)
+    real_put = archive.blobs.put
+
+    def put_then_delete(spool: object) -> str:
+        key = real_put(spool)  # type: ignore[arg-type]
+        delete.delete(Target(stored.study_uid), archive.catalog, archive.blobs)  # type: ignore[attr-defined]
+        return key
+
+    monkeypatch.setattr(archive.blobs, "put", put_then_delete)
+    again = _store_bytes(archive, data)
+    with archive.engine.connect() as conn:
+        keys = conn.scalars(select(instances.c.blob_key)).all()
+    assert all(archive.blobs.exists(k) for k in keys), "a row points at a deleted blob"
+    assert again.outcome is Outcome.ALREADY_STORED  # type: ignore[attr-defined]
+
+
+def test_a_new_instance_is_looked_up_once(archive: Archive) -> None:
+    """New bytes (no blob has their digest) are told apart from stored ones by the filing
+    transaction alone: no separate look-up of the SOP Instance UID first."""
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    _store_bytes(archive, _bytes_of(ds))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    lookups: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "FROM instances" in statement and "sop_uid" in statement.split("WHERE", 1)[-1]:
+            lookups.append(statement)
+
+    event.listen(archive.engine, "before_cursor_execute", record)
+    stored = _store_bytes(archive, _bytes_of(ds))
+    event.remove(archive.engine, "before_cursor_execute", record)
+    assert stored.outcome is Outcome.STORED  # type: ignore[attr-defined]
+    assert len(lookups) == 1, lookups
 
 
 def test_different_object_under_same_uid_is_refused_and_original_kept(archive: Archive) -> None:
@@ -72,6 +118,24 @@ def test_different_object_under_same_uid_is_refused_and_original_kept(archive: A
     with archive.blobs.open(instance.blob_key) as fh:
         assert fh.read() == original
     assert len(_blob_files(archive)) == 1
+    assert not list(archive.blobs.tmp.iterdir())
+
+
+def test_a_refusal_keeps_a_blob_that_was_there_before(archive: Archive) -> None:
+    """An import keeps the bytes it received as a blob no instance row points at (the coerced
+    copy is what is filed, under the same SOP Instance UID). Those bytes stored again are
+    refused, and their blob, there before, is kept."""
+    ds = pydicom.dcmread(sample("CT_small.dcm"))
+    received = _bytes_of(ds)
+    spool = archive.blobs.spool()
+    spool.write(received)
+    kept = archive.blobs.put(spool)
+    ds.PatientID = "LOCAL-1"
+    _store_bytes(archive, _bytes_of(ds))
+    with pytest.raises(InstanceConflict, match="already stored"):
+        _store_bytes(archive, received)
+    assert archive.blobs.exists(kept)
+    assert len(_blob_files(archive)) == 2
 
 
 def test_replace_setting_replaces_and_removes_old_blob(tmp_path: Path, database_url: str) -> None:

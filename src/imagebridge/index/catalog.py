@@ -12,6 +12,10 @@ are filed together by the next one, in one transaction (group commit): one commi
 and so one fsync of the write-ahead log, for all of them, where each used to pay its
 own. Each thread still gets its own outcome; an instance refused for a conflict is
 refused before it writes anything, so the others in its transaction are unaffected.
+
+The instance counts of series and studies are added up while a transaction files its
+instances and written once per series and study at its end: a group of slices of one
+series costs two UPDATEs, not two per slice (on PostgreSQL a transaction files one instance).
 """
 
 from __future__ import annotations
@@ -66,6 +70,14 @@ class _Filing:
     result: Filed | None = None
     error: BaseException | None = None
     done: bool = False
+
+
+def instance_conflict(sop_uid: str) -> InstanceConflict:
+    """The refusal of different bytes under a SOP Instance UID already stored (without replace)."""
+    return InstanceConflict(
+        f"a different object is already stored as SOP Instance {sop_uid}; "
+        "it was kept unchanged (set replace_on_conflict to replace it)"
+    )
 
 
 def person_name_search(name: str) -> str:
@@ -131,7 +143,10 @@ class Catalog:
         for attempt in range(_RETRIES):
             try:
                 with self._transaction() as conn:
-                    return _file(conn, parsed, blob_key, size, replace)
+                    counts = _Counts()
+                    filed = _file(conn, parsed, blob_key, size, replace, counts)
+                    counts.write(conn)
+                    return filed
             except (IntegrityError, OperationalError) as exc:
                 if attempt == _RETRIES - 1 or not _retryable(exc):
                     raise
@@ -144,13 +159,15 @@ class Catalog:
         settled = False
         try:
             with self._transaction() as conn:
+                counts = _Counts()
                 for filing in group:
                     try:
                         filing.result = _file(
-                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace
+                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace, counts
                         )
-                    except ImageBridgeError as exc:  # refused before writing anything
+                    except ImageBridgeError as exc:  # refused before writing or counting anything
                         filing.error = exc
+                counts.write(conn)
             settled = True
         except Exception:
             for filing in group:
@@ -251,16 +268,39 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _file(conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace: bool) -> Filed:
-    """File one instance; every refusal is raised before anything is written."""
+class _Counts:
+    """Instances added to (or taken from) series and studies in one transaction, by primary key;
+    written when the transaction has filed all its instances."""
+
+    def __init__(self) -> None:
+        self.series: dict[int, int] = {}
+        self.studies: dict[int, int] = {}
+
+    def add(self, series_pk: int, study_pk: int, delta: int) -> None:
+        """A delta of 0 still marks the series and study updated (an instance replaced in place)."""
+        self.series[series_pk] = self.series.get(series_pk, 0) + delta
+        self.studies[study_pk] = self.studies.get(study_pk, 0) + delta
+
+    def write(self, conn: Connection) -> None:
+        """One UPDATE per series, then one per study, each in key order (the order the
+        per-instance updates used, series before study: fewer deadlocks on PostgreSQL)."""
+        now = _now()
+        for pk, delta in sorted(self.series.items()):
+            conn.execute(_BUMP_SERIES, {"b_pk": pk, "b_delta": delta, "b_now": now})
+        for pk, delta in sorted(self.studies.items()):
+            conn.execute(_BUMP_STUDY, {"b_pk": pk, "b_delta": delta, "b_now": now})
+
+
+def _file(
+    conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace: bool, counts: _Counts
+) -> Filed:
+    """File one instance, adding it to ``counts``; every refusal is raised before anything is
+    written or counted."""
     existing = conn.execute(_EXISTING, {"b_sop_uid": p.sop_uid}).first()
     if existing is not None and existing.blob_key == blob_key:
         return Filed(Outcome.ALREADY_STORED)
     if existing is not None and not replace:
-        raise InstanceConflict(
-            f"a different object is already stored as SOP Instance {p.sop_uid}; "
-            "it was kept unchanged (set replace_on_conflict to replace it)"
-        )
+        raise instance_conflict(p.sop_uid)
     # The series first: a series seen here has its study committed with or before it, so the
     # study read next sees that study too (concurrent writers on PostgreSQL).
     known_series = conn.execute(_SERIES, {"b_series_uid": p.series_uid}).first()
@@ -278,10 +318,10 @@ def _file(conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace
     values = _instance_values(p, blob_key, size, series_pk)
     if existing is not None:
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(**values))
-        _count_moved_instance(conn, existing.series_pk, series_pk)
+        _count_moved_instance(conn, counts, existing.series_pk, series_pk, study.pk)
         return Filed(Outcome.REPLACED, replaced_blob=existing.blob_key)
     conn.execute(_INSERT_INSTANCE, {**values, "created_at": _now()})
-    _bump(conn, series_pk, study.pk, +1)
+    counts.add(series_pk, study.pk, +1)
     return Filed(Outcome.STORED)
 
 
@@ -378,20 +418,17 @@ def _instance_values(p: ParsedInstance, blob_key: str, size: int, series_pk: int
     }
 
 
-def _bump(conn: Connection, series_pk: int, study_pk: int, delta: int) -> None:
-    now = _now()
-    conn.execute(_BUMP_SERIES, {"b_pk": series_pk, "b_delta": delta, "b_now": now})
-    conn.execute(_BUMP_STUDY, {"b_pk": study_pk, "b_delta": delta, "b_now": now})
-
-
-def _count_moved_instance(conn: Connection, old_series_pk: int, new_series_pk: int) -> None:
+def _count_moved_instance(
+    conn: Connection, counts: _Counts, old_series_pk: int, new_series_pk: int, new_study_pk: int
+) -> None:
+    """Count a replaced instance out of its old series and into its new one (its study's
+    series, checked by ``_file``)."""
     if old_series_pk == new_series_pk:
-        study_pk = conn.scalar(select(series.c.study_pk).where(series.c.pk == new_series_pk))
-        _bump(conn, new_series_pk, int(study_pk or 0), 0)
+        counts.add(new_series_pk, new_study_pk, 0)
         return
-    for pk, delta in ((old_series_pk, -1), (new_series_pk, +1)):
-        study_pk = conn.scalar(select(series.c.study_pk).where(series.c.pk == pk))
-        _bump(conn, pk, int(study_pk or 0), delta)
+    old_study_pk = conn.scalar(select(series.c.study_pk).where(series.c.pk == old_series_pk))
+    counts.add(old_series_pk, int(old_study_pk or 0), -1)
+    counts.add(new_series_pk, new_study_pk, +1)
 
 
 def _prune(conn: Connection, study_uid: str) -> None:

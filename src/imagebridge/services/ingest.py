@@ -4,6 +4,13 @@ Order of events, so that the index never points at bytes that are not durable:
 spool (hash as bytes arrive) → parse → decide → fsync + rename into the blob
 store → commit the index row. A failure before the commit leaves no index row;
 a blob written for a refused or lost race is removed again.
+
+Deciding: while no blob has the received digest (new bytes: almost always), the filing
+transaction itself tells stored from already stored or conflicting, and the bytes are put
+first as for any new instance. When a blob with that digest exists already (the same bytes
+again, or bytes an import keeps as received), the index is asked before anything is written:
+an instance stored again is not written over, so a delete running meanwhile cannot leave a
+row filed after it without its blob, and a refusal never removes a blob that was there before.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagebridge.dicom.parse import ParsedInstance, parse_file
-from imagebridge.errors import InstanceConflict, StudyMismatch
-from imagebridge.index.catalog import Catalog, Outcome
+from imagebridge.errors import StudyMismatch
+from imagebridge.index.catalog import Catalog, Outcome, instance_conflict
 from imagebridge.storage.base import BlobStore, Spool
 
 log = logging.getLogger(__name__)
@@ -67,14 +74,12 @@ class Ingest:
                 )
             if admit is not None:
                 admit(parsed)
-            existing = self.catalog.stored_blob(parsed.sop_uid)
-            if existing == spool.digest:
-                return _stored(parsed, Outcome.ALREADY_STORED)
-            if existing is not None and not self.replace:
-                raise InstanceConflict(
-                    f"a different object is already stored as SOP Instance {parsed.sop_uid}; "
-                    "the stored one was kept unchanged"
-                )
+            if self.blobs.exists(spool.digest):
+                existing = self.catalog.stored_blob(parsed.sop_uid)
+                if existing == spool.digest:
+                    return _stored(parsed, Outcome.ALREADY_STORED)
+                if existing is not None and not self.replace:
+                    raise instance_conflict(parsed.sop_uid)
             return self._commit(spool, parsed)
         finally:
             spool.discard()
