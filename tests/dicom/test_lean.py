@@ -205,3 +205,27 @@ def test_rle_pixel_data_walks_too(tmp_path: Path) -> None:
     path = _write(tmp_path, ds)
     slow, fast = _both(path)
     assert _walks(path) and slow == fast
+
+
+@pytest.mark.parametrize("kept", [0, 140, 600, 64 * 1024])
+def test_the_bytes_still_in_memory_read_as_the_file_does(tmp_path: Path, kept: int) -> None:
+    """STOW-RS hands ingest the first bytes it received; what the walk needs beyond them it reads
+    from the file, so any length of head gives the same instance."""
+    plain = make_instance(**BUILT["sequences"])
+    frames = make_instance(NumberOfFrames="2", BitsAllocated=8, BitsStored=8, HighBit=7)
+    frames.PixelData = encapsulate([b"\xff\xd8" + bytes([n]) * 10 + b"\xff\xd9" for n in range(2)])
+    frames["PixelData"].VR = "OB"
+    frames.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    for name, ds in {"plain": plain, "frames": frames}.items():
+        path = _write(tmp_path, ds, f"{name}.dcm")
+        data = path.read_bytes()
+        from_head = parse.parse_file(path, head=data[:kept], size=len(data))
+        assert from_head == parse.parse_with_pydicom(path), name
+
+
+def test_a_whole_head_needs_no_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, make_instance(**BUILT["sequences"]))
+    data = path.read_bytes()
+    path.unlink()
+    walked = lean.walk(path, parse.DEFER_SIZE, 1024, head=data, size=len(data))
+    assert walked is not None and walked.pixel_offset is not None

@@ -73,24 +73,44 @@ class Walked:
             element["BulkDataURI"] = uri_for(tag_path)
 
 
-def walk(path: Path, defer_size: int, threshold: int) -> Walked | None:
-    """The lean reading of ``path``, or None when the pydicom path must read it."""
+def walk(
+    path: Path, defer_size: int, threshold: int, head: bytes | None = None, size: int | None = None
+) -> Walked | None:
+    """The lean reading of ``path``, or None when the pydicom path must read it.
+
+    ``head`` (the file's first bytes, still in memory after receiving them) and ``size`` spare
+    reading the file at all when the elements end within ``head`` or with the pixel data."""
+    walker = _Walk(path, defer_size, threshold, head, size)
     try:
-        with path.open("rb") as fp:
-            return _Walk(fp, defer_size, threshold).run()
+        return walker.run()
     except (_Unsupported, OSError, struct.error, UnicodeDecodeError, ValueError, IndexError):
         return None
+    finally:
+        walker.close()
 
 
 class _Walk:
-    def __init__(self, fp: BinaryIO, defer_size: int, threshold: int) -> None:
-        self.fp, self.defer_size, self.threshold = fp, defer_size, threshold
-        self.size = os.fstat(fp.fileno()).st_size
-        self.buf = fp.read(_WINDOW)
-        self.base = 0
+    def __init__(
+        self, path: Path, defer_size: int, threshold: int, head: bytes | None, size: int | None
+    ) -> None:
+        self.path, self.defer_size, self.threshold = path, defer_size, threshold
+        self.fp: BinaryIO | None = None
+        self.buf, self.base, self.size = head or b"", 0, size or 0
+        if head is None or size is None:
+            self.size = os.stat(path).st_size
+            self.buf = self._file().read(_WINDOW)
         self.bulk: list[tuple[dict[str, Any], str]] = []
         self.person_names: dict[str, list[str]] = {}
         self.pixel: tuple[int, int] | None = None
+
+    def _file(self) -> BinaryIO:
+        if self.fp is None:
+            self.fp = self.path.open("rb")
+        return self.fp
+
+    def close(self) -> None:
+        if self.fp is not None:
+            self.fp.close()
 
     def _bytes(self, pos: int, n: int) -> tuple[bytes, int]:
         """A buffer and the offset in it where the ``n`` bytes at file position ``pos`` start."""
@@ -99,8 +119,9 @@ class _Walk:
             return self.buf, off
         if pos + n > self.size:
             raise _Unsupported("truncated")
-        self.fp.seek(pos)
-        self.buf, self.base = self.fp.read(max(n, _WINDOW)), pos
+        fp = self._file()
+        fp.seek(pos)
+        self.buf, self.base = fp.read(max(n, _WINDOW)), pos
         if len(self.buf) < n:
             raise _Unsupported("truncated")
         return self.buf, 0

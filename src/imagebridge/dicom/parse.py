@@ -64,12 +64,16 @@ class ParsedInstance:
     frame_index: frames.FrameIndex | None
 
 
-def parse_file(path: Path, *, bulk_threshold: int = 1024) -> ParsedInstance:
+def parse_file(
+    path: Path, *, bulk_threshold: int = 1024, head: bytes | None = None, size: int | None = None
+) -> ParsedInstance:
     """Parse the Part 10 file at ``path``; raises NotDicom or MissingAttribute.
 
     The lean walk reads the common file (explicit VR little endian, nothing unusual); pydicom
-    reads every other one, and any file the lean reading leaves in doubt."""
-    walked = lean.walk(path, DEFER_SIZE, bulk_threshold)
+    reads every other one, and any file the lean reading leaves in doubt. ``head`` and ``size``
+    (the file's first bytes and its length, when the caller still has them) save the lean walk
+    from reading the file."""
+    walked = lean.walk(path, DEFER_SIZE, bulk_threshold, head, size)
     try:
         parsed = _from_walk(walked, path) if walked is not None else None
     except _NotPlain:

@@ -174,7 +174,9 @@ class _SpoolPart(multipart.PartWriter):
     async def _store(self) -> None:
         try:
             stored = await anyio.to_thread.run_sync(
-                lambda: self.ingest.store(self._spool_pending(), study_uid=self.study_uid, admit=self._admit)
+                lambda: self.ingest.store(
+                    self._spool_pending(), study_uid=self.study_uid, admit=self._admit, head=bytes(self.head)
+                )
             )
         except errors.ImageBridgeError as exc:
             self._failed(failure_reason(exc), exc.reason)

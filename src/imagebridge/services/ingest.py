@@ -60,14 +60,21 @@ class Ingest:
         *,
         study_uid: str | None = None,
         admit: Callable[[ParsedInstance], None] | None = None,
+        head: bytes | None = None,
     ) -> Stored:
         """Store the spooled object; the spool is consumed whatever happens.
 
         ``admit`` sees the parsed instance before anything is written and raises to refuse it
-        (STOW-RS asks the access policy there, on the same parse ingest uses)."""
+        (STOW-RS asks the access policy there, on the same parse ingest uses). ``head``, the
+        object's first bytes when the caller still holds them, spares the parse a read."""
         try:
             spool.flush()
-            parsed = parse_file(spool.path, bulk_threshold=self.bulk_threshold)
+            parsed = parse_file(
+                spool.path,
+                bulk_threshold=self.bulk_threshold,
+                head=head,
+                size=spool.size if head is not None else None,
+            )
             if study_uid is not None and parsed.study_uid != study_uid:
                 raise StudyMismatch(
                     f"the instance belongs to study {parsed.study_uid}, not to study {study_uid} named in the request"
