@@ -8,6 +8,7 @@ both ways, and the two ParsedInstances, metadata JSON included, must be equal.""
 
 from __future__ import annotations
 
+import json
 import struct
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydicom.uid import (
 )
 
 from imagebridge.cli.samples import sample_dirs
-from imagebridge.dicom import lean, parse
+from imagebridge.dicom import lean, parse, tags
 from tests.factory import make_instance, part10
 
 
@@ -35,10 +36,24 @@ def _both(path: Path) -> tuple[object, object]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                outcomes.append(reader(path))
+                parsed = reader(path)
+                levels = (parsed.patient_json, parsed.study_json, parsed.series_json)
+                outcomes.append(parsed if levels == _levels(parsed) else "level JSON differs")
             except Exception as exc:  # both paths must refuse alike
                 outcomes.append(f"{type(exc).__name__}: {exc}")
     return outcomes[0], outcomes[1]
+
+
+def _levels(parsed: parse.ParsedInstance) -> tuple[str, ...]:
+    """The level JSON made from the metadata JSON itself (as the index once stored it eagerly)."""
+    metadata = json.loads(parsed.metadata_json)
+    return tuple(
+        json.dumps(
+            {k: v for k, v in metadata.items() if k in {tags.tag_key(t) for t in wanted}},
+            separators=(",", ":"),
+        )
+        for wanted in (tags.PATIENT_TAGS, tags.STUDY_TAGS, tags.SERIES_TAGS)
+    )
 
 
 def _walks(path: Path) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,23 @@ class ParsedInstance:
     rows: int | None
     columns: int | None
     number_of_frames: int | None
-    patient_json: str
-    study_json: str
-    series_json: str
     metadata_json: str
     frame_index: frames.FrameIndex | None
+    metadata: dict[str, Any] = field(compare=False, repr=False)
+
+    # The attributes of each level as DICOM JSON, made only when a patient, study or series row
+    # is created (once per series, not once per instance).
+    @functools.cached_property
+    def patient_json(self) -> str:
+        return _subset(self.metadata, tags.PATIENT_TAGS)
+
+    @functools.cached_property
+    def study_json(self) -> str:
+        return _subset(self.metadata, tags.STUDY_TAGS)
+
+    @functools.cached_property
+    def series_json(self) -> str:
+        return _subset(self.metadata, tags.SERIES_TAGS)
 
 
 def parse_file(
@@ -128,11 +140,9 @@ def _from_walk(walked: lean.Walked, path: Path) -> ParsedInstance | None:
         rows=values.int("Rows"),
         columns=values.int("Columns"),
         number_of_frames=count,
-        patient_json=_subset(metadata, tags.PATIENT_TAGS),
-        study_json=_subset(metadata, tags.STUDY_TAGS),
-        series_json=_subset(metadata, tags.SERIES_TAGS),
         metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
         frame_index=frame_index,
+        metadata=metadata,
     )
 
 
@@ -233,11 +243,9 @@ def parse_with_pydicom(path: Path, *, bulk_threshold: int = 1024) -> ParsedInsta
         rows=values.int("Rows"),
         columns=values.int("Columns"),
         number_of_frames=_frame_count(ds),
-        patient_json=_subset(metadata, tags.PATIENT_TAGS),
-        study_json=_subset(metadata, tags.STUDY_TAGS),
-        series_json=_subset(metadata, tags.SERIES_TAGS),
         metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
         frame_index=frame_index,
+        metadata=metadata,
     )
 
 
