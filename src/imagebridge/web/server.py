@@ -23,7 +23,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def make_server(app: FastAPI, *, log_level: str = "info", access_log: bool = False) -> uvicorn.Server:
-    config = uvicorn.Config(
+    return uvicorn.Server(make_config(app, log_level=log_level, access_log=access_log))
+
+
+def make_config(app: FastAPI, *, log_level: str = "info", access_log: bool = False) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         log_level=log_level,
         access_log=access_log,
@@ -32,7 +36,6 @@ def make_server(app: FastAPI, *, log_level: str = "info", access_log: bool = Fal
         loop="uvloop",
         lifespan="off",
     )
-    return uvicorn.Server(config)
 
 
 class BackgroundServer:

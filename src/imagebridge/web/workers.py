@@ -32,7 +32,8 @@ from types import FrameType
 from imagebridge.config import Settings
 from imagebridge.services.archive import Archive, open_archive
 from imagebridge.web.app import create_app
-from imagebridge.web.server import make_server
+from imagebridge.web.balance import BalancedServer, Loads
+from imagebridge.web.server import make_config
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class _Supervisor:
         self, settings: Settings, sock: socket.socket, first_worker: FirstWorker | None, log_level: str
     ) -> None:
         self.settings, self.sock, self.first_worker, self.log_level = settings, sock, first_worker, log_level
+        self.loads = Loads(settings.http_workers)
+        """Each worker's open connections, so that new ones go to the least busy (web/balance.py)."""
         self.workers: dict[int, tuple[int, float]] = {}
         """pid → (worker number, when it started)."""
         self.stopping = False
@@ -96,7 +99,8 @@ class _Supervisor:
     def _start(self, number: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _worker_main(self.settings, self.sock, self.first_worker if number == 0 else None, self.log_level)
+            first = self.first_worker if number == 0 else None
+            _worker_main(self.settings, self.sock, first, self.log_level, (self.loads, number))
         self.workers[pid] = (number, time.monotonic())
 
     def _reap(self, pid: int, wait_status: int) -> None:
@@ -122,7 +126,11 @@ class _Supervisor:
 
 
 def _worker_main(
-    settings: Settings, sock: socket.socket, first_worker: FirstWorker | None, log_level: str
+    settings: Settings,
+    sock: socket.socket,
+    first_worker: FirstWorker | None,
+    log_level: str,
+    slot: tuple[Loads, int],
 ) -> None:
     """The forked worker: serve until told to stop, then leave without running the parent's
     clean-up (``os._exit``)."""
@@ -137,7 +145,8 @@ def _worker_main(
         archive = open_archive(settings, upgrade=False)
         stopper = first_worker(archive) if first_worker is not None else None
         try:
-            make_server(create_app(archive), log_level=log_level).run(sockets=[sock])
+            config = make_config(create_app(archive), log_level=log_level)
+            BalancedServer(config, sock, *slot).run()
         finally:
             if stopper is not None:
                 stopper()
