@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
@@ -114,35 +114,14 @@ def _from_walk(walked: lean.Walked, path: Path) -> ParsedInstance | None:
     )
     count = (values.int("NumberOfFrames") or 1) if has_pixels else None
     frame_index = _walked_frame_index(walked, values, path, count)
-    return ParsedInstance(
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        sop_class_uid=sop_class,
-        transfer_syntax=walked.transfer_syntax,
-        patient_id=values.text("PatientID"),
-        issuer_of_patient_id=values.text("IssuerOfPatientID"),
-        patient_name=values.text("PatientName"),
-        patient_birth_date=values.text("PatientBirthDate"),
-        patient_sex=values.text("PatientSex"),
-        study_date=values.text("StudyDate"),
-        study_time=values.text("StudyTime"),
-        accession_number=values.text("AccessionNumber"),
-        study_description=values.text("StudyDescription"),
-        referring_physician=values.text("ReferringPhysicianName"),
-        study_id=values.text("StudyID"),
-        modality=values.text("Modality"),
-        series_number=values.int("SeriesNumber"),
-        series_description=values.text("SeriesDescription"),
-        performed_start_date=values.text("PerformedProcedureStepStartDate"),
-        performed_start_time=values.text("PerformedProcedureStepStartTime"),
-        instance_number=values.int("InstanceNumber"),
-        rows=values.int("Rows"),
-        columns=values.int("Columns"),
-        number_of_frames=count,
-        metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
-        frame_index=frame_index,
-        metadata=metadata,
+    return _instance(
+        values,
+        (study_uid, series_uid, sop_uid),
+        sop_class,
+        walked.transfer_syntax,
+        count,
+        metadata,
+        frame_index,
     )
 
 
@@ -215,16 +194,42 @@ def parse_with_pydicom(path: Path, *, bulk_threshold: int = 1024) -> ParsedInsta
     base = f"{dicomjson.BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
     frame_index = _frame_index(ds, path, syntax)  # before the JSON walk converts the raw element
     metadata = dicomjson.dataset_to_json(ds, lambda p: base + p, bulk_threshold)
-    values = _Values(ds, metadata)
-    patient_id, issuer = values.text("PatientID"), values.text("IssuerOfPatientID")
+    return _instance(
+        _Values(ds, metadata),
+        (study_uid, series_uid, sop_uid),
+        sop_class,
+        syntax,
+        _frame_count(ds),
+        metadata,
+        frame_index,
+    )
+
+
+class _Readable(Protocol):
+    def text(self, keyword: str) -> str: ...
+
+    def int(self, keyword: str) -> int | None: ...
+
+
+def _instance(
+    values: _Readable,
+    uids: tuple[str, str, str],
+    sop_class: str,
+    syntax: str,
+    number_of_frames: int | None,
+    metadata: dict[str, Any],
+    frame_index: frames.FrameIndex | None,
+) -> ParsedInstance:
+    """The instance with the attributes the index reads, whichever path read the file."""
+    study_uid, series_uid, sop_uid = uids
     return ParsedInstance(
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
         sop_class_uid=sop_class,
         transfer_syntax=syntax,
-        patient_id=patient_id,
-        issuer_of_patient_id=issuer,
+        patient_id=values.text("PatientID"),
+        issuer_of_patient_id=values.text("IssuerOfPatientID"),
         patient_name=values.text("PatientName"),
         patient_birth_date=values.text("PatientBirthDate"),
         patient_sex=values.text("PatientSex"),
@@ -242,7 +247,7 @@ def parse_with_pydicom(path: Path, *, bulk_threshold: int = 1024) -> ParsedInsta
         instance_number=values.int("InstanceNumber"),
         rows=values.int("Rows"),
         columns=values.int("Columns"),
-        number_of_frames=_frame_count(ds),
+        number_of_frames=number_of_frames,
         metadata_json=json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
         frame_index=frame_index,
         metadata=metadata,
