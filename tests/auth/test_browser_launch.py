@@ -260,6 +260,10 @@ def test_sign_in_and_consent_fit_the_screen(
     check_layout(browser_page, viewport)
     screenshot(browser_page, request.node.nodeid, "sign-in")
     sign_in(browser_page, "parent")
+    # The click submits the form; measure the consent page once it is there, not the page
+    # being replaced (its document can be empty at that moment: seen once in CI).
+    browser_page.get_by_role("heading", name="Allow access?").wait_for()
+    browser_page.wait_for_load_state()
     check_layout(browser_page, viewport)
     screenshot(browser_page, request.node.nodeid, "consent")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
@@ -55,7 +56,10 @@ def _read(body: bytes, sizes: list[int]) -> list[bytes]:
     async def main() -> None:
         await multipart.read_parts(chunks(), BOUNDARY, open_part)
 
-    anyio.run(main)
+    # A thread of its own: a browser test earlier in this process may have left an event loop
+    # running in the main thread (Playwright's sync API), where anyio.run would refuse to start.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, main).result()
     return parts
 
 
