@@ -113,14 +113,14 @@ class BalancedServer(uvicorn.Server):
             return
         self._watch()
         self.loads.set(self.slot, mine + 1)
-        conn.setblocking(False)
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         asyncio.get_running_loop().create_task(self._serve_accepted(conn))
 
     async def _serve_accepted(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
+            conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await loop.connect_accepted_socket(self._protocol, conn)
         except OSError as exc:
             log.warning("could not serve an accepted connection: %s", exc)
