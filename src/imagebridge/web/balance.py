@@ -11,7 +11,8 @@ counts with its workers; a worker woken by a new connection publishes its own co
 worker with fewer connections take it, waiting ``DEFER_S`` before it takes the connection itself
 (so a busy or stuck peer never leaves a client waiting longer than that). Accepting one
 connection per wake-up keeps the counts current between two accepts. The accepted socket is then
-served by uvicorn's own protocol, exactly as if uvicorn had accepted it.
+served by uvicorn's own protocol, exactly as if uvicorn had accepted it. Plain HTTP only, as
+``web/server.py`` configures uvicorn (TLS, where wanted, ends at a proxy in front).
 """
 
 from __future__ import annotations
