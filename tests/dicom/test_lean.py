@@ -243,4 +243,4 @@ def test_a_whole_head_needs_no_file(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.unlink()
     walked = lean.walk(path, parse.DEFER_SIZE, 1024, head=data, size=len(data))
-    assert walked is not None and walked.pixel_offset is not None
+    assert walked is not None and walked.pixel is not None

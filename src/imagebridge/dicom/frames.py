@@ -69,7 +69,12 @@ def native_index(value_offset: int, value_length: int, frame_length: int, count:
 def encapsulated_index(fp: BinaryIO, value_offset: int, count: int) -> FrameIndex | None:
     """Frames of encapsulated pixel data; None when the layout cannot be worked out cheaply."""
     fp.seek(value_offset)
-    items = _read_items(fp)
+    return index_of_items(fp, _read_items(fp), count)
+
+
+def index_of_items(fp: BinaryIO, items: list[Fragment], count: int) -> FrameIndex | None:
+    """Frames of encapsulated pixel data whose items (the Basic Offset Table first) were already
+    read; ``fp`` is read only for the offset table or the end of each JPEG fragment."""
     if not items:
         return None
     offset_table, fragments = items[0], items[1:]

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from imagebridge.dicom import dicomjson
+from imagebridge.dicom import dicomjson, frames
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
@@ -63,8 +63,10 @@ class Walked:
     metadata: dict[str, Any]
     person_names: dict[str, list[str]]
     """The values of each top-level PN element by JSON key, as pydicom's ``str`` gives them."""
-    pixel_offset: int | None = None
-    pixel_length: int | None = None
+    pixel: tuple[int, int] | None = None
+    """The top-level pixel data value: where it starts and its length (undefined: encapsulated)."""
+    fragments: list[frames.Fragment] | None = None
+    """The items of encapsulated pixel data, Basic Offset Table first, as the walk passed them."""
     bulk: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     """Each BulkDataURI to fill in once the UIDs are known: the element and its tag path."""
 
@@ -102,6 +104,7 @@ class _Walk:
         self.bulk: list[tuple[dict[str, Any], str]] = []
         self.person_names: dict[str, list[str]] = {}
         self.pixel: tuple[int, int] | None = None
+        self.fragments: list[frames.Fragment] | None = None
 
     def _file(self) -> BinaryIO:
         if self.fp is None:
@@ -136,10 +139,15 @@ class _Walk:
         if not _explicit_little_endian(syntax):
             raise _Unsupported(f"transfer syntax {syntax}")
         metadata, _ = self._dataset(pos, self.size, "", top=True)
-        walked = Walked(syntax, meta.get(0x00020002, ""), metadata, self.person_names, bulk=self.bulk)
-        if self.pixel is not None:
-            walked.pixel_offset, walked.pixel_length = self.pixel
-        return walked
+        return Walked(
+            syntax,
+            meta.get(0x00020002, ""),
+            metadata,
+            self.person_names,
+            pixel=self.pixel,
+            fragments=self.fragments,
+            bulk=self.bulk,
+        )
 
     def _file_meta(self) -> tuple[int, dict[int, str]]:
         """The File Meta group's UIDs and where the data set starts (preamble optional, as
@@ -147,7 +155,7 @@ class _Walk:
         buf, _ = self._bytes(0, 8)
         if buf[128:132] == b"DICM":
             pos = 132
-        elif buf[:2] == b"\x02\x00" and buf[4:6].isalpha() and buf[4:6].isupper():
+        elif starts_with_file_meta(buf):
             pos = 0
         else:
             raise _Unsupported("no DICM prefix")
@@ -299,7 +307,9 @@ class _Walk:
         return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), pos
 
     def _after_fragments(self, pos: int) -> int:
-        """The position after encapsulated pixel data: its items, then the sequence delimiter."""
+        """The position after encapsulated pixel data (its items, kept for the frame index, then
+        the sequence delimiter)."""
+        self.fragments = []
         while True:
             buf, off = self._bytes(pos, 8)
             group, element = _unpack_tag(buf, off)
@@ -309,9 +319,16 @@ class _Walk:
                 return pos + 8
             if tag != _ITEM or length == _UNDEFINED:
                 raise _Unsupported("encapsulated pixel data without its items")
+            self.fragments.append(frames.Fragment(pos + 8, length))
             pos += 8 + length
             if pos > self.size:
                 raise _Unsupported("truncated pixel data")
+
+
+def starts_with_file_meta(head: bytes) -> bool:
+    """Whether a file starts with its File Meta group, with no preamble and ``DICM``: what pydicom
+    and dicomweb-client write for datasets built in memory. Tolerant on read."""
+    return head[:2] == b"\x02\x00" and head[4:6].isalpha() and head[4:6].isupper()
 
 
 def _explicit_little_endian(syntax: str) -> bool:

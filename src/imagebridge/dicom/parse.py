@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,17 +167,34 @@ class _WalkedValues:
 def _walked_frame_index(
     walked: lean.Walked, values: _WalkedValues, path: Path, count: int | None
 ) -> frames.FrameIndex | None:
-    if walked.pixel_offset is None or walked.pixel_length is None or count is None:
+    if walked.pixel is None or count is None:
         return None
+    offset, length = walked.pixel
+    return _locate_frames(path, offset, length, count, values.int, walked.fragments)
+
+
+def _locate_frames(
+    path: Path,
+    offset: int,
+    length: int,
+    count: int,
+    number: Callable[[str], int | None],
+    fragments: list[frames.Fragment] | None = None,
+) -> frames.FrameIndex | None:
+    """The frame index of the pixel data value at ``offset`` (both parse paths): native frames
+    from the image size (``number`` reads Rows, Columns, ...), encapsulated ones from the items,
+    walked here unless the lean walk already passed them (``fragments``)."""
     try:
-        if walked.pixel_length == 0xFFFFFFFF:
+        if length == 0xFFFFFFFF:
             with path.open("rb") as fp:
-                return frames.encapsulated_index(fp, walked.pixel_offset, count)
-        bits = values.int("BitsAllocated") or 0
+                if fragments is None:
+                    return frames.encapsulated_index(fp, offset, count)
+                return frames.index_of_items(fp, fragments, count)
+        bits = number("BitsAllocated") or 0
         if bits % 8:
             return None
-        size = (values.int("Rows") or 0) * (values.int("Columns") or 0) * (values.int("SamplesPerPixel") or 1)
-        return frames.native_index(walked.pixel_offset, walked.pixel_length, size * bits // 8, count)
+        size = (number("Rows") or 0) * (number("Columns") or 0) * (number("SamplesPerPixel") or 1)
+        return frames.native_index(offset, length, size * bits // 8, count)
     except (OSError, ValueError, IndexError) as exc:
         log.warning("frame offsets of %s not computed: %s", path.name, exc)
         return None
@@ -273,11 +291,8 @@ def read_stored(path: Path, **options: Any) -> Dataset:
 
 
 def _meta_without_preamble(path: Path) -> bool:
-    """Whether the file starts with its File Meta group, with no preamble and ``DICM``: what
-    pydicom and dicomweb-client write for datasets built in memory. Tolerant on read."""
     with path.open("rb") as fp:
-        head = fp.read(8)
-    return head[:2] == b"\x02\x00" and head[4:6].isalpha() and head[4:6].isupper()
+        return lean.starts_with_file_meta(fp.read(8))
 
 
 def _uids(ds: Dataset) -> tuple[str, str, str]:
@@ -384,17 +399,6 @@ def _frame_index(ds: Dataset, path: Path, syntax: str) -> frames.FrameIndex | No
         raw = ds.get_item(0x7FE00010, keep_deferred=True)
         if not isinstance(raw, RawDataElement):
             return None
-    try:
-        if raw.length == 0xFFFFFFFF:
-            with path.open("rb") as fp:
-                return frames.encapsulated_index(fp, raw.value_tell, count)
-        if syntax == "1.2.840.10008.1.2.2":
-            return None  # big endian: frames are served after byte swapping
-        bits = _int(ds, "BitsAllocated") or 0
-        if bits % 8:
-            return None
-        size = (_int(ds, "Rows") or 0) * (_int(ds, "Columns") or 0) * (_int(ds, "SamplesPerPixel") or 1)
-        return frames.native_index(raw.value_tell, raw.length, size * bits // 8, count)
-    except (OSError, ValueError, IndexError) as exc:
-        log.warning("frame offsets of %s not computed: %s", path.name, exc)
-        return None
+    if raw.length != 0xFFFFFFFF and syntax == "1.2.840.10008.1.2.2":
+        return None  # big endian: frames are served after byte swapping
+    return _locate_frames(path, raw.value_tell, raw.length, count, lambda keyword: _int(ds, keyword))
