@@ -94,7 +94,7 @@ def test_a_delimiter_split_at_every_position_of_a_large_part() -> None:
     body = _body([data, b"second"])
     end = body.index(b"\r\n--" + BOUNDARY.encode(), 100)
     for split in range(end - 3, end + 12):
-        assert _read(body[:split] + body[split:], [split, len(body)]) == [data, b"second"]
+        assert _read(body, [split, len(body)]) == [data, b"second"]
 
 
 def test_a_body_cut_inside_a_part_aborts_it() -> None:
