@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +47,30 @@ class SigningKey:
 
 
 def load_or_create(data_dir: Path) -> SigningKey:
-    """Read the key from the data directory, or make one there (RSA 2048, file mode 0600)."""
+    """Read the key from the data directory, or make one there (RSA 2048, file mode 0600).
+
+    The workers of ``serve --workers N`` start at the same moment on a new data directory, so
+    several may make a key at once: each writes its own temporary file and links it into place;
+    the first link wins and every other process reads the winner's key, so all sign alike."""
     path = data_dir / _FILE
     if path.exists():
-        return SigningKey(RSAKey.import_key(json.loads(path.read_text())))
+        return _read(path)
     key = RSAKey.generate_key(2048, auto_kid=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(key.as_dict(private=True), fh)
+    fd, name = tempfile.mkstemp(dir=data_dir, prefix=f".{_FILE}.", suffix=".tmp")  # mode 0600
+    tmp = Path(name)
     try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(key.as_dict(private=True), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.link(tmp, path)
     except FileExistsError:
-        tmp.unlink()
-        return SigningKey(RSAKey.import_key(json.loads(path.read_text())))
-    tmp.unlink()
+        return _read(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return SigningKey(key)
+
+
+def _read(path: Path) -> SigningKey:
+    return SigningKey(RSAKey.import_key(json.loads(path.read_text())))
