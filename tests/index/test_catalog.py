@@ -145,3 +145,69 @@ def test_counts_follow_stores_and_replacements(archive: Archive, tmp_path: Path)
     with archive.engine.connect() as conn:
         after = conn.execute(select(series.c.updated_at).where(series.c.series_uid == first)).scalar_one()
     assert after > before
+
+
+@contextmanager
+def _statements(archive: Archive) -> Iterator[list[str]]:
+    """The SQL statements run meanwhile (their first words)."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        seen.append(" ".join(statement.split()[:3]))
+
+    event.listen(archive.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(archive.engine, "before_cursor_execute", record)
+
+
+def test_a_group_of_one_series_looks_it_up_once(sqlite_archive: Archive, tmp_path: Path) -> None:
+    """Slices of one series filed together: one look-up of their UIDs, of the series and of the
+    study, and one INSERT for all of their rows."""
+    first = _parsed(tmp_path)
+    sqlite_archive.catalog.file(first, _key(first.sop_uid), 1000)
+    group = [_filing(_parsed(tmp_path)) for _ in range(5)]
+    with _statements(sqlite_archive) as seen:
+        sqlite_archive.catalog._file_group(group)
+    assert all(f.result and f.result.outcome is Outcome.STORED for f in group)
+    assert sum(s.startswith("SELECT series.pk") for s in seen) == 1
+    assert sum(s.startswith("SELECT studies.pk") for s in seen) == 1
+    assert sum(s.startswith("SELECT instances.sop_uid") for s in seen) == 1
+    assert sum(s.startswith("INSERT INTO instances") for s in seen) == 1
+    assert _counts(sqlite_archive) == ({first.series_uid: 6}, (1, 6))
+    with sqlite_archive.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                select(catalog_module.instances.c.sop_uid, catalog_module.instances.c.blob_key)
+            ).all()
+        )
+    assert stored == {f.parsed.sop_uid: f.blob_key for f in [_filing(first), *group]}
+
+
+def test_one_instance_twice_in_a_group(sqlite_archive: Archive, tmp_path: Path) -> None:
+    """The second filing of a UID in the same group sees the first: the same bytes are already
+    stored, different bytes are refused, or replace the first when asked to."""
+    twice, thrice, replaced = _parsed(tmp_path), _parsed(tmp_path), _parsed(tmp_path)
+    group = [
+        _filing(twice),
+        _filing(thrice),
+        _filing(replaced),
+        _filing(twice),
+        _filing(thrice, version="other bytes"),
+        _filing(replaced, version="corrected", replace=True),
+    ]
+    sqlite_archive.catalog._file_group(group)
+    outcomes = [f.result.outcome if f.result else type(f.error) for f in group]
+    assert outcomes == [
+        Outcome.STORED,
+        Outcome.STORED,
+        Outcome.STORED,
+        Outcome.ALREADY_STORED,
+        InstanceConflict,
+        Outcome.REPLACED,
+    ]
+    assert group[-1].result == catalog_module.Filed(Outcome.REPLACED, replaced_blob=_key(replaced.sop_uid))
+    assert sqlite_archive.catalog.stored_blob(replaced.sop_uid) == _key(replaced.sop_uid + "corrected")
+    assert sqlite_archive.catalog.stored_blob(thrice.sop_uid) == _key(thrice.sop_uid)
+    assert _counts(sqlite_archive) == ({twice.series_uid: 3}, (1, 3))

@@ -144,7 +144,9 @@ class Catalog:
             try:
                 with self._transaction() as conn:
                     counts = _Counts()
-                    filed = _file(conn, parsed, blob_key, size, replace, counts)
+                    known = _Known()
+                    filed = _file(conn, parsed, blob_key, size, replace, counts, known)
+                    known.insert_pending(conn)
                     counts.write(conn)
                     return filed
             except (IntegrityError, OperationalError) as exc:
@@ -159,14 +161,16 @@ class Catalog:
         settled = False
         try:
             with self._transaction() as conn:
-                counts = _Counts()
+                counts, known = _Counts(), _Known()
+                known.look_up_instances(conn, [filing.parsed.sop_uid for filing in group])
                 for filing in group:
                     try:
                         filing.result = _file(
-                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace, counts
+                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace, counts, known
                         )
                     except ImageBridgeError as exc:  # refused before writing or counting anything
                         filing.error = exc
+                known.insert_pending(conn)
                 counts.write(conn)
             settled = True
         except Exception:
@@ -241,6 +245,9 @@ def _retryable(exc: IntegrityError | OperationalError) -> bool:
 _EXISTING = select(instances.c.pk, instances.c.blob_key, instances.c.series_pk).where(
     instances.c.sop_uid == bindparam("b_sop_uid")
 )
+_EXISTING_ANY = select(
+    instances.c.sop_uid, instances.c.pk, instances.c.blob_key, instances.c.series_pk
+).where(instances.c.sop_uid.in_(bindparam("b_sop_uids", expanding=True)))
 _BLOB_OF = select(instances.c.blob_key).where(instances.c.sop_uid == bindparam("b_sop_uid"))
 _PATIENT_PK = select(patients.c.pk).where(
     patients.c.patient_id == bindparam("b_patient_id"), patients.c.issuer == bindparam("b_issuer")
@@ -291,20 +298,78 @@ class _Counts:
             conn.execute(_BUMP_STUDY, {"b_pk": pk, "b_delta": delta, "b_now": now})
 
 
+@dataclass(frozen=True)
+class _SeriesRef:
+    pk: int
+    study_pk: int
+
+
+class _Known:
+    """What one transaction has already read or written, by UID, so that it is not asked again.
+
+    The instances filed together are nearly always slices of one series: once the transaction
+    has found (or made) their series and study, nothing else can change those rows before it
+    ends (it holds the writer lock on SQLite; on PostgreSQL it files one instance), so each
+    further slice skips two look-ups. The instances of a group are looked up in one query, and
+    their rows inserted in one ``executemany`` (``insert_pending``) before the transaction ends."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, _SeriesRef] = {}
+        self.studies: dict[str, Row] = {}
+        self._instances: dict[str, Row] = {}
+        self._looked_up: set[str] = set()
+        self._filed: set[str] = set()
+        self._pending: list[dict[str, object]] = []
+
+    def look_up_instances(self, conn: Connection, sop_uids: list[str]) -> None:
+        if len(sop_uids) > 1:
+            rows = conn.execute(_EXISTING_ANY, {"b_sop_uids": sop_uids}).all()
+            self._instances = {row.sop_uid: row for row in rows}
+            self._looked_up = set(sop_uids)
+
+    def instance(self, conn: Connection, sop_uid: str) -> Row | None:
+        """The stored instance under ``sop_uid`` (asked again when this transaction filed it)."""
+        if sop_uid in self._looked_up and sop_uid not in self._filed:
+            return self._instances.get(sop_uid)
+        self.insert_pending(conn)
+        return conn.execute(_EXISTING, {"b_sop_uid": sop_uid}).first()
+
+    def filed(self, sop_uid: str) -> None:
+        self._filed.add(sop_uid)
+
+    def insert(self, values: dict[str, object]) -> None:
+        self._pending.append(values)
+
+    def insert_pending(self, conn: Connection) -> None:
+        if self._pending:
+            conn.execute(_INSERT_INSTANCE, self._pending)
+            self._pending = []
+
+
 def _file(
-    conn: Connection, p: ParsedInstance, blob_key: str, size: int, replace: bool, counts: _Counts
+    conn: Connection,
+    p: ParsedInstance,
+    blob_key: str,
+    size: int,
+    replace: bool,
+    counts: _Counts,
+    known: _Known,
 ) -> Filed:
     """File one instance, adding it to ``counts``; every refusal is raised before anything is
     written or counted."""
-    existing = conn.execute(_EXISTING, {"b_sop_uid": p.sop_uid}).first()
+    existing = known.instance(conn, p.sop_uid)
     if existing is not None and existing.blob_key == blob_key:
         return Filed(Outcome.ALREADY_STORED)
     if existing is not None and not replace:
         raise instance_conflict(p.sop_uid)
     # The series first: a series seen here has its study committed with or before it, so the
     # study read next sees that study too (concurrent writers on PostgreSQL).
-    known_series = conn.execute(_SERIES, {"b_series_uid": p.series_uid}).first()
-    study = conn.execute(_STUDY, {"b_study_uid": p.study_uid}).first()
+    known_series: _SeriesRef | Row | None = known.series.get(p.series_uid)
+    if known_series is None:
+        known_series = conn.execute(_SERIES, {"b_series_uid": p.series_uid}).first()
+    study = known.studies.get(p.study_uid)
+    if study is None:
+        study = conn.execute(_STUDY, {"b_study_uid": p.study_uid}).first()
     if study is not None and (study.patient_id, study.issuer) != (p.patient_id, p.issuer_of_patient_id):
         raise Conflict(
             f"study {p.study_uid} is filed under patient '{study.patient_id}' (issuer '{study.issuer}'); "
@@ -315,12 +380,15 @@ def _file(
     if study is None:
         study = _new_study(conn, p, _patient(conn, p))
     series_pk = int(known_series.pk) if known_series is not None else _new_series(conn, p, study)
+    known.studies[p.study_uid] = study
+    known.series[p.series_uid] = _SeriesRef(series_pk, int(study.pk))
+    known.filed(p.sop_uid)
     values = _instance_values(p, blob_key, size, series_pk)
     if existing is not None:
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(**values))
         _count_moved_instance(conn, counts, existing.series_pk, series_pk, study.pk)
         return Filed(Outcome.REPLACED, replaced_blob=existing.blob_key)
-    conn.execute(_INSERT_INSTANCE, {**values, "created_at": _now()})
+    known.insert({**values, "created_at": _now()})
     counts.add(series_pk, study.pk, +1)
     return Filed(Outcome.STORED)
 
