@@ -295,6 +295,7 @@ def test_a_part_the_disk_cannot_take_is_refused_with_out_of_resources_and_leaves
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Spool, "write", full)
+    monkeypatch.setattr(Spool, "write_all", full)
     body = multipart([part10(make_instance(pixels=pixels))])
     response = _post(f"{dicomweb_url}/studies", body)
     if pixels == 64:

@@ -1,13 +1,16 @@
-"""The file blob store makes a stored blob durable: the file, its folder and any folder created for it."""
+"""The file blob store makes a stored blob durable: the file, its folder and any folder created for it;
+the spool takes whatever the kernel writes at a time."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from imagebridge.storage import fs
+from imagebridge.storage.base import Spool
 from imagebridge.storage.fs import FileBlobStore
 
 
@@ -57,3 +60,30 @@ def test_put_into_an_existing_middle_folder_syncs_it_and_the_leaf(
     assert _stored(store, candidate) == other
     leaf = store.root / other[:2] / other[2:4]
     assert synced == [leaf, leaf.parent]
+
+
+def test_spool_write_all_survives_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``writev`` may write less than asked (a signal, a nearly full disk): the rest follows,
+    in order, and the digest and size are those of all the bytes."""
+    chunks: list[bytes | bytearray | memoryview] = [os.urandom(n) for n in (1, 3000, 0, 70_000, 5)]
+    chunks += [bytearray(os.urandom(700)) for _ in range(600)]  # more than one writev takes
+    chunks.append(memoryview(os.urandom(9000))[100:])
+    expected = b"".join(bytes(c) for c in chunks)
+    calls: list[int] = []
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        data = b"".join(bytes(b) for b in buffers)[:4099]
+        return real_writev(fd, [data])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    spool = Spool(tmp_path)
+    spool.write(b"head")
+    spool.write_all(chunks)
+    spool.write(b"tail")
+    spool.finish()
+    assert spool.path.read_bytes() == b"head" + expected + b"tail"
+    assert spool.size == len(expected) + 8
+    assert spool.digest == hashlib.sha256(b"head" + expected + b"tail").hexdigest()
+    assert max(calls) <= 512 and len(calls) > len(expected) // 4099

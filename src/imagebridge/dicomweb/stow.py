@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import anyio
 import pydicom
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -74,6 +76,53 @@ class Outcomes:
 
 IN_FLIGHT = 4
 """Parts of one request stored at once: their fsyncs and parsing overlap with receiving."""
+STORE_THREADS = 32
+"""Threads of a process that spool and store parts (requests beyond ``STORE_THREADS / IN_FLIGHT``
+at once queue for them)."""
+
+T = TypeVar("T")
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``work`` on this process's STOW-RS threads (made on first use, so a forked worker
+    makes its own). Plain asyncio rather than anyio's ``to_thread``: a part is handed to a thread
+    once or more, and anyio's per-call bookkeeping (limiter, cancel scope, task group) cost
+    more CPU on the event loop than the hand-off itself."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        _executor = (os.getpid(), ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="stow"))
+    return asyncio.get_running_loop().run_in_executor(_executor[1], work)
+
+
+class _InFlight:
+    """The parts of one request being stored: at most ``IN_FLIGHT`` at once, each in a thread."""
+
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._running: set[asyncio.Future[None]] = set()
+
+    async def start(self, work: Callable[[], None]) -> None:
+        """Hand ``work`` to a thread; waits only while all slots are busy."""
+        await self._slots.acquire()
+        try:
+            future = _in_thread(work)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._running.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: asyncio.Future[None]) -> None:
+        self._running.discard(future)
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None:
+            log.error("a STOW-RS part's thread failed", exc_info=future.exception())
+
+    async def wait(self) -> None:
+        """Until every part handed over has been stored (or refused)."""
+        while self._running:
+            await asyncio.wait(list(self._running))
 
 
 def failure_reason(error: errors.ImageBridgeError) -> int:
@@ -124,13 +173,13 @@ class _SpoolPart(multipart.PartWriter):
         study_uid: str | None,
         outcomes: Outcomes,
         limit: int,
-        workers: tuple[anyio.abc.TaskGroup, anyio.Semaphore],
+        in_flight: _InFlight,
         access: Access,
         decisions: _Decisions,
     ) -> None:
         self.ingest, self.study_uid, self.outcomes, self.limit = ingest, study_uid, outcomes, limit
         self.access, self.decisions = access, decisions
-        self.tasks, self.slots = workers
+        self.in_flight = in_flight
         self.part = outcomes.next_part()
         self.spool: Spool | None = None
         self.pending: list[bytes | memoryview] = []
@@ -147,7 +196,7 @@ class _SpoolPart(multipart.PartWriter):
         self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size >= SPOOL_CHUNK:
-            await anyio.to_thread.run_sync(self._spool_pending)
+            await _in_thread(self._spool_pending)
 
     def _spool_pending(self) -> Spool:
         """Write the gathered chunks to the spool, creating it first (in a worker thread). A
@@ -155,8 +204,7 @@ class _SpoolPart(multipart.PartWriter):
         try:
             if self.spool is None:
                 self.spool = self.ingest.spool()
-            for chunk in self.pending:
-                self.spool.write(chunk)
+            self.spool.write_all(self.pending)
         except OSError as exc:
             if self.spool is not None:
                 self.spool.discard()
@@ -168,15 +216,13 @@ class _SpoolPart(multipart.PartWriter):
 
     async def close(self) -> None:
         """Hand the part to a worker thread and go on reading; waits only when all slots are busy."""
-        await self.slots.acquire()
-        self.tasks.start_soon(self._store)
+        await self.in_flight.start(self._store)
 
-    async def _store(self) -> None:
+    def _store(self) -> None:
+        """Store the part and note its outcome (in a worker thread)."""
         try:
-            stored = await anyio.to_thread.run_sync(
-                lambda: self.ingest.store(
-                    self._spool_pending(), study_uid=self.study_uid, admit=self._admit, head=bytes(self.head)
-                )
+            stored = self.ingest.store(
+                self._spool_pending(), study_uid=self.study_uid, admit=self._admit, head=bytes(self.head)
             )
         except errors.ImageBridgeError as exc:
             self._failed(failure_reason(exc), exc.reason)
@@ -185,8 +231,6 @@ class _SpoolPart(multipart.PartWriter):
             log.exception("storing a STOW-RS part failed unexpectedly")
             self._failed(PROCESSING_FAILURE, "the instance could not be processed; the server logged why")
             return
-        finally:
-            self.slots.release()
         self.outcomes.add_stored(self.part, stored)
 
     def _admit(self, parsed: ParsedInstance) -> None:
@@ -211,7 +255,7 @@ class _SpoolPart(multipart.PartWriter):
     async def abort(self) -> None:
         self.pending.clear()
         if self.spool is not None:
-            await anyio.to_thread.run_sync(self.spool.discard)
+            await _in_thread(self.spool.discard)
 
 
 SPOOL_CHUNK = 1024 * 1024
@@ -316,31 +360,30 @@ async def _store(
     outcomes = Outcomes()
     limit = archive.settings.max_upload_bytes
 
-    slots = anyio.Semaphore(IN_FLIGHT)
+    in_flight = _InFlight()
     decisions = _Decisions()
     truncated: errors.InvalidInput | None = None
     unwritable: errors.StorageFailure | None = None
-    async with anyio.create_task_group() as tasks:
 
-        async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
-            media = (
-                headers.get("content-type", request_type.part_type or "application/dicom")
-                .split(";")[0]
-                .strip()
-                .lower()
-            )
-            if media != "application/dicom":
-                return _RefusedPart(
-                    outcomes, f"part of type {media} refused: only application/dicom is stored"
-                )
-            return _SpoolPart(archive.ingest, study_uid, outcomes, limit, (tasks, slots), access, decisions)
+    async def open_part(headers: dict[str, str]) -> multipart.PartWriter:
+        media = (
+            headers.get("content-type", request_type.part_type or "application/dicom")
+            .split(";")[0]
+            .strip()
+            .lower()
+        )
+        if media != "application/dicom":
+            return _RefusedPart(outcomes, f"part of type {media} refused: only application/dicom is stored")
+        return _SpoolPart(archive.ingest, study_uid, outcomes, limit, in_flight, access, decisions)
 
-        try:
-            await multipart.read_parts(request.stream(), request_type.boundary, open_part)
-        except errors.InvalidInput as exc:
-            truncated = exc  # parts already handed over still finish before we answer
-        except errors.StorageFailure as exc:
-            unwritable = exc  # raised once the parts already handed over have finished
+    try:
+        await multipart.read_parts(request.stream(), request_type.boundary, open_part)
+    except errors.InvalidInput as exc:
+        truncated = exc  # parts already handed over still finish before we answer
+    except errors.StorageFailure as exc:
+        unwritable = exc  # raised once the parts already handed over have finished
+    finally:
+        await in_flight.wait()  # also when the client went away: no part is left half stored
     if unwritable is not None:
         raise unwritable
     if truncated is not None:

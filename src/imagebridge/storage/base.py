@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+_IOV_MAX = 512
+"""Buffers per ``writev`` call (Linux allows 1024)."""
 
 
 class BlobStore(Protocol):
@@ -58,6 +61,22 @@ class Spool:
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
+
+    def write_all(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Write the chunks in order with as few system calls as the kernel allows (``writev``):
+        each call lets another thread take the interpreter, so one per chunk cost switches."""
+        self._file.flush()
+        fd = self._file.fileno()
+        for chunk in chunks:
+            self._hash.update(chunk)
+        remaining = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+        while remaining:
+            written = os.writev(fd, remaining[:_IOV_MAX])
+            self.size += written
+            while remaining and written >= remaining[0].nbytes:
+                written -= remaining.pop(0).nbytes
+            if written:
+                remaining[0] = remaining[0][written:]
 
     def flush(self) -> None:
         """Make the bytes readable through ``path`` (not yet durable)."""
