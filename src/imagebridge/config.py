@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="Serve /dicomweb without access tokens (a trusted network only; off by default).",
     )
     max_upload_bytes: int = 64 * 1024**3
+    direct_writes: bool = Field(
+        default=True,
+        description="Write received instances to the disk past the page cache (O_DIRECT) where the "
+        "file system allows it: storing then costs less CPU and does not push read files out of "
+        "the cache; an instance read right after it was stored comes from the disk.",
+    )
     send_allowed_networks: list[str] = Field(
         default_factory=list,
         description="Networks (CIDRs) 'send to my system' may reach although they are not public "

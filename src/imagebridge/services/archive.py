@@ -48,7 +48,7 @@ def open_archive(settings: Settings, *, upgrade: bool = True) -> Archive:
             "the index schema is not up to date; run 'imagebridge db upgrade' "
             "(with the same --database-url) before starting the server"
         )
-    blobs = FileBlobStore(settings.blob_dir)
+    blobs = FileBlobStore(settings.blob_dir, direct=settings.direct_writes)
     catalog = Catalog(engine)
     return Archive(
         settings=settings,

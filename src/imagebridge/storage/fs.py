@@ -18,14 +18,16 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 class FileBlobStore:
     """Durable, atomic, content-addressed files (temp file, fsync, rename, fsync dir)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct: bool = False) -> None:
         self.root = root
+        self.direct = direct
+        """Spool with ``O_DIRECT`` (storage/base.py ``_Direct``)."""
         self.tmp = root / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
 
     def spool(self) -> Spool:
-        return Spool(self.tmp)
+        return Spool(self.tmp, direct=self.direct)
 
     def _path(self, key: str) -> Path:
         if _KEY.fullmatch(key) is None:
@@ -37,7 +39,9 @@ class FileBlobStore:
         key = spool.digest
         target = self._path(key)
         try:
-            for directory in _replace(spool.path, target):
+            changed = _replace(spool.path, target)
+            spool.placed()
+            for directory in changed:
                 _fsync_dir(directory)
         except OSError as exc:
             spool.discard()

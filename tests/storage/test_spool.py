@@ -1,0 +1,156 @@
+"""The spool written with O_DIRECT (storage/base.py ``_Direct``): the same bytes, digest and size
+as through the page cache, for every way of cutting them; the page cache stays empty; a file
+system or a write that refuses O_DIRECT gets the bytes through the cache instead."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import mmap
+import os
+from pathlib import Path
+
+import pytest
+
+from imagebridge.storage import base
+from imagebridge.storage.base import BLOCK, DIRECT_BUFFER, Spool
+
+
+def _supports_direct(folder: Path) -> bool:
+    try:
+        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    (folder / "probe").unlink()
+    return True
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    if not _supports_direct(tmp_path):
+        pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT (the fallback is tested below)")
+    return tmp_path
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of the file in the page cache (mincore(2) over a mapping of it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        vector = (ctypes.c_ubyte * pages)()
+        assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) == 0
+        resident = sum(v & 1 for v in vector)
+        del address
+    return resident
+
+
+CUTS = [
+    [1],
+    [BLOCK],
+    [BLOCK + 1],
+    [DIRECT_BUFFER],
+    [DIRECT_BUFFER - 1, 1, 1],
+    [2 * DIRECT_BUFFER + 5],
+    [100, 5000, 300_000, 7, 0, 65_536],
+    [0],
+]
+
+
+@pytest.mark.parametrize("cut", CUTS, ids=[",".join(map(str, c)) for c in CUTS])
+def test_direct_spool_keeps_every_byte(folder: Path, cut: list[int]) -> None:
+    chunks = [os.urandom(n) for n in cut]
+    data = b"".join(chunks)
+    spool = Spool(folder, direct=True)
+    assert fcntl.fcntl(spool._fd, fcntl.F_GETFL) & os.O_DIRECT
+    spool.write_all(chunks[:1])
+    for chunk in chunks[1:]:
+        spool.write(memoryview(chunk))
+    spool.finish()
+    assert spool.direct
+    assert spool.path.read_bytes() == data
+    assert spool.size == len(data) and spool.digest == hashlib.sha256(data).hexdigest()
+    spool.discard()
+    assert not spool.path.exists()
+
+
+def test_direct_spool_leaves_the_page_cache_alone(folder: Path) -> None:
+    data = os.urandom(3 * DIRECT_BUFFER + 1234)
+    spool = Spool(folder, direct=True)
+    spool.write(data)
+    spool.finish()
+    assert _resident_pages(spool.path) <= 1  # at most the last, partial block
+    cached = Spool(folder)
+    cached.write(data)
+    cached.finish()
+    assert _resident_pages(cached.path) == -(-len(data) // mmap.PAGESIZE)
+
+
+def test_writing_after_flush_goes_on_through_the_cache(folder: Path) -> None:
+    spool = Spool(folder, direct=True)
+    spool.write(b"a" * 5000)
+    spool.flush()
+    assert spool.path.read_bytes() == b"a" * 5000
+    spool.write(b"b" * 3)
+    spool.finish()
+    assert spool.path.read_bytes() == b"a" * 5000 + b"bbb"
+    assert spool.digest == hashlib.sha256(b"a" * 5000 + b"bbb").hexdigest()
+
+
+def test_a_file_system_that_refuses_o_direct_gets_the_bytes_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refusing(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refusing)
+    data = os.urandom(DIRECT_BUFFER + 17)
+    spool = Spool(tmp_path, direct=True)
+    spool.write(data)
+    spool.finish()
+    assert not spool.direct and spool.path.read_bytes() == data
+
+
+def test_a_write_refused_midway_goes_on_through_the_cache(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pwrite = os.pwrite
+    calls: list[bool] = []
+
+    def refuse_the_second(fd: int, data: memoryview, offset: int) -> int:
+        calls.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        if len(calls) == 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refuse_the_second)
+    data = os.urandom(3 * DIRECT_BUFFER + 99)
+    spool = Spool(folder, direct=True)
+    spool.write(data)
+    spool.finish()
+    assert calls[:2] == [True, True] and not any(calls[2:])
+    assert not spool.direct and spool.path.read_bytes() == data
+    assert spool.digest == hashlib.sha256(data).hexdigest()
+
+
+def test_buffers_are_reused_not_piled_up(folder: Path) -> None:
+    spools = [Spool(folder, direct=True) for _ in range(base._IDLE_BUFFERS + 4)]
+    for spool in spools:
+        spool.write(b"x" * 10)
+    for spool in spools[:3]:
+        spool.discard()  # never finished: the buffer goes back all the same
+    for spool in spools[3:]:
+        spool.finish()
+    assert len(base._buffers) == base._IDLE_BUFFERS
+    idle = list(base._buffers)
+    again = Spool(folder, direct=True)
+    assert again._direct is not None and any(buffer is again._direct.buffer for buffer in idle)
+    again.discard()
