@@ -84,45 +84,84 @@ T = TypeVar("T")
 _executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:
-    """Run ``work`` on this process's STOW-RS threads (made on first use, so a forked worker
-    makes its own). Plain asyncio rather than anyio's ``to_thread``: a part is handed to a thread
-    once or more, and anyio's per-call bookkeeping (limiter, cancel scope, task group) cost
-    more CPU on the event loop than the hand-off itself."""
+def _threads() -> ThreadPoolExecutor:
+    """This process's STOW-RS threads (made on first use, so a forked worker makes its own)."""
     global _executor
     if _executor is None or _executor[0] != os.getpid():
         _executor = (os.getpid(), ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="stow"))
-    return asyncio.get_running_loop().run_in_executor(_executor[1], work)
+    return _executor[1]
+
+
+def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``work`` on a STOW-RS thread and await it. Plain asyncio rather than anyio's
+    ``to_thread``: anyio's per-call bookkeeping (limiter, cancel scope, task group) cost more
+    CPU on the event loop than the hand-off itself."""
+    return asyncio.get_running_loop().run_in_executor(_threads(), work)
 
 
 class _InFlight:
-    """The parts of one request being stored: at most ``IN_FLIGHT`` at once, each in a thread."""
+    """The parts of one request being stored: at most ``IN_FLIGHT`` at once, each in a thread.
+
+    A thread that finishes a part wakes the event loop only when the request is waiting on it
+    (for a free slot, or for the last parts before it answers): a part finished while the
+    request is still reading costs the loop, which receives every request of its process,
+    no wake-up, no future and no callbacks."""
 
     def __init__(self) -> None:
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
-        self._running: set[asyncio.Future[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiter: asyncio.Future[None] | None = None
 
     async def start(self, work: Callable[[], None]) -> None:
         """Hand ``work`` to a thread; waits only while all slots are busy."""
-        await self._slots.acquire()
+        while not self._take_slot():
+            await self._wait_while_running(IN_FLIGHT)
         try:
-            future = _in_thread(work)
+            _threads().submit(self._run, work)
         except BaseException:
-            self._slots.release()
+            self._finished()
             raise
-        self._running.add(future)
-        future.add_done_callback(self._finished)
-
-    def _finished(self, future: asyncio.Future[None]) -> None:
-        self._running.discard(future)
-        self._slots.release()
-        if not future.cancelled() and future.exception() is not None:
-            log.error("a STOW-RS part's thread failed", exc_info=future.exception())
 
     async def wait(self) -> None:
         """Until every part handed over has been stored (or refused)."""
         while self._running:
-            await asyncio.wait(list(self._running))
+            await self._wait_while_running(1)
+
+    def _take_slot(self) -> bool:
+        with self._lock:
+            if self._running >= IN_FLIGHT:
+                return False
+            self._running += 1
+            return True
+
+    async def _wait_while_running(self, parts: int) -> None:
+        """Until a part finishes, unless fewer than ``parts`` are running already."""
+        with self._lock:
+            if self._running < parts:
+                return
+            waiter = self._waiter = self._loop.create_future()
+        await waiter
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException:
+            log.exception("a STOW-RS part's thread failed")
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def failure_reason(error: errors.ImageBridgeError) -> int:
