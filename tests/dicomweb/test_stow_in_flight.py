@@ -31,6 +31,7 @@ def _on_own_loop(main: Callable[[], object]) -> None:
 
 
 def test_parts_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stow, "IN_FLIGHT", 4)  # the script below counts on four slots
     running, most, done = [0], [0], []
     lock = threading.Lock()
     gates = [threading.Event() for _ in range(10)]
