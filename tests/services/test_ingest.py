@@ -37,7 +37,7 @@ def _count(archive: Archive, table: object) -> int:
 
 
 def _blob_files(archive: Archive) -> list[Path]:
-    return sorted(archive.blobs.root.glob("??/??/*.dcm"))
+    return sorted(archive.blobs.root.rglob("*.dcm"))
 
 
 def test_stored_bytes_are_the_received_bytes(archive: Archive) -> None:

@@ -58,7 +58,7 @@ def _store_at_once(archive: Archive, items: list[bytes]) -> list[object]:
 
 
 def _blob_files(archive: Archive) -> list[Path]:
-    return sorted(archive.blobs.root.glob("??/??/*.dcm"))
+    return sorted(archive.blobs.root.rglob("*.dcm"))
 
 
 def _count_instances(archive: Archive) -> int:

@@ -4,11 +4,15 @@ the spool takes whatever the kernel writes at a time."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
+from imagebridge.errors import StorageFailure
 from imagebridge.storage import fs
 from imagebridge.storage.base import Spool
 from imagebridge.storage.fs import FileBlobStore
@@ -20,13 +24,76 @@ def _stored(store: FileBlobStore, data: bytes) -> str:
     return store.put(spool)
 
 
-def test_put_fsyncs_every_folder_whose_entries_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _old_store(root: Path) -> FileBlobStore:
+    """A store made before ``LAYOUT``: it already holds two-level folders."""
+    (root / "00" / "00").mkdir(parents=True)
+    store = FileBlobStore(root)
+    assert store.levels == 2
+    return store
+
+
+def test_a_new_store_has_one_level_of_256_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    assert store.levels == 1 and (store.root / fs.LAYOUT).read_text() == "1\n"
+    assert sorted(p.name for p in store.root.iterdir() if p.is_dir()) == sorted(
+        [f"{n:02x}" for n in range(256)] + ["tmp"]
+    )
     synced: list[Path] = []
     real = fs._fsync_dir
     monkeypatch.setattr(fs, "_fsync_dir", lambda folder: (synced.append(folder), real(folder)))
-    store = FileBlobStore(tmp_path / "blobs")
+    key = _stored(store, b"first")
+    # The folder exists: no mkdir, and only its entries change.
+    assert synced == [store.root / key[:2]]
+    assert (store.root / key[:2] / f"{key}.dcm").read_bytes() == b"first"
+    assert list(store.keys()) == [key] and store.exists(key)
+    assert FileBlobStore(store.root).levels == 1  # read back from LAYOUT
+
+
+def test_a_store_made_before_keeps_its_two_levels(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    store = _old_store(root)
+    key = _stored(store, b"old layout")
+    assert (root / key[:2] / key[2:4] / f"{key}.dcm").read_bytes() == b"old layout"
+    assert (root / fs.LAYOUT).read_text() == "2\n"
+    again = FileBlobStore(root)
+    assert again.levels == 2 and list(again.keys()) == [key] and again.exists(key)
+
+
+def test_a_damaged_layout_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / fs.LAYOUT).write_text("3\n")
+    with pytest.raises(StorageFailure, match="LAYOUT"):
+        FileBlobStore(tmp_path / "blobs")
+
+
+def _open_store(root: str, start: Barrier, out: Queue[int]) -> None:
+    start.wait()
+    out.put(FileBlobStore(Path(root)).levels)
+
+
+def test_processes_opening_a_new_store_together_agree(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    start, out = context.Barrier(4), context.Queue()
+    openers = [
+        context.Process(target=_open_store, args=(str(tmp_path / "blobs"), start, out)) for _ in range(4)
+    ]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(30)
+    assert [opener.exitcode for opener in openers] == [0, 0, 0, 0]
+    assert [out.get(timeout=5) for _ in openers] == [1, 1, 1, 1]
+    assert not [p for p in (tmp_path / "blobs").iterdir() if p.name.startswith(".")]
+
+
+def test_put_fsyncs_every_folder_whose_entries_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two levels (a store made before LAYOUT): folders made on the way are made durable too."""
+    store = _old_store(tmp_path / "blobs")
+    synced: list[Path] = []
+    real = fs._fsync_dir
+    monkeypatch.setattr(fs, "_fsync_dir", lambda folder: (synced.append(folder), real(folder)))
 
     key = _stored(store, b"first")
     leaf = store.root / key[:2] / key[2:4]
@@ -45,7 +112,7 @@ def test_put_fsyncs_every_folder_whose_entries_changed(
 def test_put_into_an_existing_middle_folder_syncs_it_and_the_leaf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FileBlobStore(tmp_path / "blobs")
+    store = _old_store(tmp_path / "blobs")
     key = _stored(store, b"one")
     synced: list[Path] = []
     monkeypatch.setattr(fs, "_fsync_dir", synced.append)

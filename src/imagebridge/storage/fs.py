@@ -1,9 +1,17 @@
-"""Blobs as files under the data directory: ``blobs/ab/cd/<sha256>.dcm``."""
+"""Blobs as files under the data directory: ``blobs/ab/<sha256>.dcm``.
+
+A store made before this layout keeps ``blobs/ab/cd/<sha256>.dcm`` (two levels of folders):
+the file ``blobs/LAYOUT`` says which a store uses, written when the store is first opened.
+With one level, the 256 folders are made with the store, so storing a blob never makes a folder
+and makes one folder's entries durable (one directory fsync); with two, a new blob nearly always
+landed in a new folder of the 65,536, and paid a ``mkdir`` and two directory fsyncs. ext4 (and
+XFS) index large directories: 40,000 files a folder at ten million instances is no burden."""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +33,8 @@ class FileBlobStore:
         self.tmp = root / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
+        self.levels = _layout(root)
+        """Folder levels above a blob: 1 (``ab/``), or 2 (``ab/cd/``) in a store made before."""
 
     def spool(self) -> Spool:
         return Spool(self.tmp, direct=self.direct)
@@ -32,6 +42,8 @@ class FileBlobStore:
     def _path(self, key: str) -> Path:
         if _KEY.fullmatch(key) is None:
             raise StorageFailure(f"malformed blob key {key!r}")
+        if self.levels == 1:
+            return self.root / key[:2] / f"{key}.dcm"
         return self.root / key[:2] / key[2:4] / f"{key}.dcm"
 
     def put(self, spool: Spool) -> str:
@@ -67,8 +79,52 @@ class FileBlobStore:
         self._path(key).unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
-        for path in self.root.glob("??/??/*.dcm"):
+        for path in self.root.glob("??/*.dcm" if self.levels == 1 else "??/??/*.dcm"):
             yield path.stem
+
+
+LAYOUT = "LAYOUT"
+"""The file in the store's root that holds its number of folder levels."""
+
+
+def _layout(root: Path) -> int:
+    """The store's folder levels: read from ``LAYOUT``, or decided now and written. A store that
+    already holds two-level folders (made before ``LAYOUT`` existed) keeps two; a new or empty
+    one gets one, with its 256 folders. Processes opening a new store together agree: the
+    first ``LAYOUT`` written wins and every other reads it."""
+    marker = root / LAYOUT
+    try:
+        return _levels(marker.read_text())
+    except FileNotFoundError:
+        pass
+    old = any(
+        len(p.name) == 2 and any(c.is_dir() for c in p.iterdir()) for p in root.glob("??") if p.is_dir()
+    )
+    levels = 2 if old else 1
+    if levels == 1:
+        for n in range(256):
+            (root / f"{n:02x}").mkdir(exist_ok=True)
+    _fsync_dir(root)
+    fd, name = tempfile.mkstemp(dir=root, prefix=f".{LAYOUT}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{levels}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(name, marker)
+        _fsync_dir(root)
+    except FileExistsError:
+        return _levels(marker.read_text())
+    finally:
+        os.unlink(name)
+    return levels
+
+
+def _levels(text: str) -> int:
+    value = text.strip()
+    if value not in ("1", "2"):
+        raise StorageFailure(f"the blob store's {LAYOUT} file says {value!r}; expected 1 or 2")
+    return int(value)
 
 
 def _replace(source: Path, target: Path) -> list[Path]:
