@@ -308,3 +308,28 @@ def test_a_part_the_disk_cannot_take_is_refused_with_out_of_resources_and_leaves
         assert "Traceback" not in response.text
     assert not list(archive.blobs.tmp.iterdir())
     assert _state(archive) == ([], [])
+
+
+def test_memory_is_given_back_when_the_last_request_has_stored(
+    dicomweb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the process's last STOW-RS request, glibc is asked (malloc_trim) to return what the
+    storing threads freed; not while another request of the process still stores."""
+    from imagebridge.dicomweb import stow
+
+    trimmed: list[tuple[int, int]] = []
+    monkeypatch.setattr(stow, "_trim", lambda pad: trimmed.append((pad, stow._storing)) or 1)
+    response = _post(f"{dicomweb_url}/studies", multipart([part10(make_instance()) for _ in range(3)]))
+    assert response.status_code == 200
+    deadline = time.monotonic() + 5
+    while not trimmed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert trimmed == [(0, 0)]
+
+    trimmed.clear()
+    monkeypatch.setattr(stow, "_storing", 1)  # as if another request of the process were storing
+    response = _post(f"{dicomweb_url}/studies", multipart([part10(make_instance())]))
+    assert response.status_code == 200
+    time.sleep(0.2)
+    assert trimmed == []
+    monkeypatch.setattr(stow, "_storing", 0)

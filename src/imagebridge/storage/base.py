@@ -174,7 +174,7 @@ BLOCK = 4096
 """``O_DIRECT`` writes whole blocks from aligned memory (4096 covers 512- and 4096-byte disks)."""
 DIRECT_BUFFER = 256 * 1024
 """Bytes gathered before one ``O_DIRECT`` write."""
-_IDLE_BUFFERS = 16
+_IDLE_BUFFERS = 8
 _buffers: list[mmap.mmap] = []
 _buffers_lock = threading.Lock()
 
