@@ -8,6 +8,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import mmap
 import os
 from pathlib import Path
@@ -154,3 +155,29 @@ def test_buffers_are_reused_not_piled_up(folder: Path) -> None:
     again = Spool(folder, direct=True)
     assert again._direct is not None and any(buffer is again._direct.buffer for buffer in idle)
     again.discard()
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_setting_decides_how_ingest_writes(folder: Path, direct: bool) -> None:
+    """``direct_writes`` reaches the store: an instance stored by ingest was spooled past the page
+    cache only when it is on, and is stored byte for byte either way."""
+    from tests.conftest import make_archive
+    from tests.factory import make_instance, part10
+
+    archive = make_archive(folder, f"sqlite:///{folder / 'index.sqlite3'}", direct_writes=direct)
+    try:
+        data = part10(make_instance(pixels=300))
+        spools: list[Spool] = []
+        real_spool = archive.blobs.spool
+
+        def recorded() -> Spool:
+            spools.append(real_spool())
+            return spools[-1]
+
+        archive.ingest.blobs.spool = recorded  # type: ignore[method-assign]
+        stored = archive.ingest.store_stream(io.BytesIO(data))
+        assert [spool.direct for spool in spools] == [direct]
+        key = archive.catalog.stored_blob(stored.sop_uid)
+        assert key is not None and archive.blobs.open(key).read() == data
+    finally:
+        archive.close()
