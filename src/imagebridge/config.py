@@ -209,11 +209,11 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = 64 * 1024**3
     direct_writes: bool = Field(
-        default=False,
+        default=True,
         description="Write received instances to the disk past the page cache (O_DIRECT) where the "
-        "file system allows it: storing costs less CPU (about 15% less per CT slice here) and does "
-        "not push read files out of the cache, but a study read back while still cached streams "
-        "about 10-20% slower (its cache pages are filled by reading, in smaller pieces).",
+        "file system allows it: storing costs less CPU (the copy into the cache was its largest "
+        "cost) and does not push read files out of the cache; an instance read soon after it was "
+        "stored is read from the disk (into the cache in large pieces, see services/retrieve.py).",
     )
     send_allowed_networks: list[str] = Field(
         default_factory=list,

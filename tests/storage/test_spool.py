@@ -181,3 +181,20 @@ def test_the_setting_decides_how_ingest_writes(folder: Path, direct: bool) -> No
         assert key is not None and archive.blobs.open(key).read() == data
     finally:
         archive.close()
+
+
+def test_a_file_not_cached_is_read_into_the_cache_before_it_is_sent(folder: Path) -> None:
+    """WADO-RS's ``cache_in_large_pieces``: a file written past the cache is read into it (in one
+    go, before sendfile needs it); a cached one is only looked at."""
+    from imagebridge.services.retrieve import cache_in_large_pieces
+
+    data = os.urandom(2 * DIRECT_BUFFER + 5000)
+    spool = Spool(folder, direct=True)
+    spool.write(data)
+    spool.finish()
+    assert _resident_pages(spool.path) <= 1
+    with spool.path.open("rb") as fh:
+        assert cache_in_large_pieces(fh.fileno(), len(data)) is True
+        assert _resident_pages(spool.path) == -(-len(data) // mmap.PAGESIZE)
+        assert cache_in_large_pieces(fh.fileno(), len(data)) is False
+        assert fh.read() == data

@@ -136,7 +136,7 @@ def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range
     try:
         for number in numbers:
             files.append(_opened(blobs, renditions[number].instance))
-            os.posix_fadvise(files[-1].fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+            cache_in_large_pieces(files[-1].fileno(), renditions[number].instance.size)
     except BaseException:
         close_all(files)
         raise
@@ -162,6 +162,43 @@ def _mapped(blobs: BlobStore, instance: StoredInstance) -> memoryview:
         size = instance.size
         if size == 0:
             return memoryview(b"")
+        cache_in_large_pieces(fh.fileno(), size)
         mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
     mapped.madvise(mmap.MADV_WILLNEED)
     return memoryview(mapped)
+
+
+MADV_POPULATE_READ = 22
+"""Linux 5.14: fault the range in (reading it from the disk) now."""
+
+
+def cache_in_large_pieces(fd: int, size: int) -> bool:
+    """Read a file that is not in the page cache into it in large pieces (folios); returns whether
+    it had to be read.
+
+    Pages a file gets by being read come in small folios, and sending those with ``sendfile``
+    was 10-20% slower than sending pages its writing had filled (``direct_writes`` stores past
+    the cache; any file evicted and read again is the same). Faulting it in through a mapping
+    marked ``MADV_HUGEPAGE`` makes the kernel read ahead in folios of up to 2 MiB instead: a
+    full-study WADO-RS of such files streamed as fast as of cached ones (/tmp/drv/sf.py).
+    A file already cached costs one ``preadv2(RWF_NOWAIT)`` of a byte to find that out. Where
+    the kernel lacks any of it, the file is left to ordinary readahead (``WILLNEED``)."""
+    if size == 0:
+        return False
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        pass
+    except (OSError, AttributeError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return True
+    else:  # its first page is cached (written or read recently); any other is fetched meanwhile
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return False
+    try:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+            mapped.madvise(mmap.MADV_HUGEPAGE)
+            mapped.madvise(MADV_POPULATE_READ)
+    except (OSError, AttributeError, ValueError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    return True
