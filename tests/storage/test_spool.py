@@ -136,10 +136,12 @@ def test_a_write_refused_midway_goes_on_through_the_cache(
     data = os.urandom(3 * DIRECT_BUFFER + 99)
     spool = Spool(folder, direct=True)
     spool.write(data)
+    spool.flush()
+    spool.write(b"tail")  # after the flush: appended, not written over the start
     spool.finish()
     assert calls[:2] == [True, True] and not any(calls[2:])
-    assert not spool.direct and spool.path.read_bytes() == data
-    assert spool.digest == hashlib.sha256(data).hexdigest()
+    assert not spool.direct and spool.path.read_bytes() == data + b"tail"
+    assert spool.digest == hashlib.sha256(data + b"tail").hexdigest()
 
 
 def test_buffers_are_reused_not_piled_up(folder: Path) -> None:

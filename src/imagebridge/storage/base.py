@@ -97,7 +97,7 @@ class Spool:
         """Make the bytes readable through ``path`` (not yet durable); later writes, if any, go
         through the page cache."""
         if self._direct is not None:
-            self._went_direct = self._after_direct = self._direct.on
+            self._went_direct, self._after_direct = self._direct.on, True
             self._direct.finish(self.size)
             self._direct = None
 
@@ -235,7 +235,8 @@ class _Direct:
 
     @staticmethod
     def after(fd: int, size: int) -> None:
-        """Turn ``fd`` from ``O_DIRECT`` to the page cache, positioned at ``size`` (its end)."""
+        """Turn ``fd`` from ``O_DIRECT`` (if still set) to the page cache, positioned at ``size``,
+        its end (the writes before went by offset, ``pwrite``, and left the position at 0)."""
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
         os.lseek(fd, size, os.SEEK_SET)
 
