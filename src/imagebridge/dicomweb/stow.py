@@ -105,7 +105,9 @@ def _in_thread(work: Callable[[], T]) -> asyncio.Future[T]:
 
 
 _storing = 0
-"""STOW-RS requests of this process being received (event loop only)."""
+"""STOW-RS requests of this process being received (one event loop in a worker; tests run
+several servers in one process, hence the lock)."""
+_storing_lock = threading.Lock()
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -119,12 +121,22 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _trim = _malloc_trim()
 
 
+def _storing_starts() -> None:
+    global _storing
+    with _storing_lock:
+        _storing += 1
+
+
 def _stored_all() -> None:
-    """The process's last STOW-RS request has stored its parts: give the memory its threads
-    freed back to the system (glibc ``malloc_trim``, on a STOW-RS thread, not awaited).
-    glibc keeps what many threads freed in its heaps; after the bench's 2 GB load that was
-    17 MB per worker process, counted until the next load reused it."""
-    if _storing == 0 and _trim is not None:
+    """A STOW-RS request has stored its parts; when it was the process's last, give the memory
+    its threads freed back to the system (glibc ``malloc_trim``, on a STOW-RS thread, not
+    awaited). glibc keeps what many threads freed in its heaps; after the bench's 2 GB load
+    that was 17 MB per worker process, counted until the next load reused it."""
+    global _storing
+    with _storing_lock:
+        _storing -= 1
+        last = _storing == 0
+    if last and _trim is not None:
         _threads().submit(_trim, 0)
 
 
@@ -444,8 +456,7 @@ async def _store(
             return _RefusedPart(outcomes, f"part of type {media} refused: only application/dicom is stored")
         return _SpoolPart(archive.ingest, study_uid, outcomes, limit, in_flight, access, decisions)
 
-    global _storing
-    _storing += 1
+    _storing_starts()
     try:
         await multipart.read_parts(request.stream(), request_type.boundary, open_part)
     except errors.InvalidInput as exc:
@@ -456,7 +467,6 @@ async def _store(
         try:
             await in_flight.wait()  # also when the client went away: no part is left half stored
         finally:
-            _storing -= 1
             _stored_all()
     if unwritable is not None:
         raise unwritable
