@@ -200,3 +200,19 @@ def test_a_file_not_cached_is_read_into_the_cache_before_it_is_sent(folder: Path
         assert _resident_pages(spool.path) == -(-len(data) // mmap.PAGESIZE)
         assert cache_in_large_pieces(fh.fileno(), len(data)) is False
         assert fh.read() == data
+
+
+def test_a_large_file_is_not_read_whole_before_it_is_sent(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagebridge.services import retrieve
+
+    monkeypatch.setattr(retrieve, "POPULATE_MAX", DIRECT_BUFFER)
+    mapped: list[int] = []
+    monkeypatch.setattr(retrieve.mmap, "mmap", lambda *args, **kwargs: mapped.append(1))
+    spool = Spool(folder, direct=True)
+    spool.write(os.urandom(DIRECT_BUFFER + 1))
+    spool.finish()
+    with spool.path.open("rb") as fh:
+        assert retrieve.cache_in_large_pieces(fh.fileno(), DIRECT_BUFFER + 1) is False
+    assert mapped == []

@@ -170,6 +170,8 @@ def _mapped(blobs: BlobStore, instance: StoredInstance) -> memoryview:
 
 MADV_POPULATE_READ = 22
 """Linux 5.14: fault the range in (reading it from the disk) now."""
+POPULATE_MAX = 64 * 1024 * 1024
+"""Files up to this size are read into the cache whole before they are sent."""
 
 
 def cache_in_large_pieces(fd: int, size: int) -> bool:
@@ -181,9 +183,13 @@ def cache_in_large_pieces(fd: int, size: int) -> bool:
     the cache; any file evicted and read again is the same). Faulting it in through a mapping
     marked ``MADV_HUGEPAGE`` makes the kernel read ahead in folios of up to 2 MiB instead: a
     full-study WADO-RS of such files streamed as fast as of cached ones (/tmp/drv/sf.py).
-    A file already cached costs one ``preadv2(RWF_NOWAIT)`` of a byte to find that out. Where
-    the kernel lacks any of it, the file is left to ordinary readahead (``WILLNEED``)."""
+    A file already cached costs one ``preadv2(RWF_NOWAIT)`` of a byte to find that out. A file
+    larger than ``POPULATE_MAX`` (whose first bytes should not wait for all of it), and any file
+    where the kernel lacks one of these calls, is left to ordinary readahead (``WILLNEED``)."""
     if size == 0:
+        return False
+    if size > POPULATE_MAX:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         return False
     try:
         os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
