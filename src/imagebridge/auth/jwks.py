@@ -8,14 +8,14 @@ Only the public half is published at ``/oauth/jwks``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
+
+from imagebridge.files import write_once
 
 ALGORITHM = "RS256"
 _FILE = "oauth-signing-key.json"
@@ -51,25 +51,16 @@ def load_or_create(data_dir: Path) -> SigningKey:
 
     The workers of ``serve --workers N`` start at the same moment on a new data directory, so
     several may make a key at once: each writes its own temporary file and links it into place;
-    the first link wins and every other process reads the winner's key, so all sign alike."""
+    the first link wins and every other process reads the winner's key, so all sign alike
+    (``files.write_once``)."""
     path = data_dir / _FILE
     if path.exists():
         return _read(path)
     key = RSAKey.generate_key(2048, auto_kid=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=data_dir, prefix=f".{_FILE}.", suffix=".tmp")  # mode 0600
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(key.as_dict(private=True), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)
-    except FileExistsError:
-        return _read(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return SigningKey(key)
+    ours = json.dumps(key.as_dict(private=True))
+    stored = write_once(path, ours)  # mode 0600
+    return SigningKey(key) if stored == ours else SigningKey(RSAKey.import_key(json.loads(stored)))
 
 
 def _read(path: Path) -> SigningKey:

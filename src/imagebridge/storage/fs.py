@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from imagebridge.errors import StorageFailure
+from imagebridge.files import write_once
 from imagebridge.storage.base import Spool
 
 _KEY = re.compile(r"[0-9a-f]{64}")
@@ -104,20 +104,8 @@ def _layout(root: Path) -> int:
     if levels == 1:
         for n in range(256):
             (root / f"{n:02x}").mkdir(exist_ok=True)
-    _fsync_dir(root)
-    fd, name = tempfile.mkstemp(dir=root, prefix=f".{LAYOUT}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{levels}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(name, marker)
-        _fsync_dir(root)
-    except FileExistsError:
-        return _levels(marker.read_text())
-    finally:
-        os.unlink(name)
-    return levels
+    _fsync_dir(root)  # the folders made above, before LAYOUT says they are there
+    return _levels(write_once(marker, f"{levels}\n"))
 
 
 def _levels(text: str) -> int:
