@@ -162,9 +162,8 @@ def _mapped(blobs: BlobStore, instance: StoredInstance) -> memoryview:
         size = instance.size
         if size == 0:
             return memoryview(b"")
-        cache_in_large_pieces(fh.fileno(), size)
+        cache_in_large_pieces(fh.fileno(), size)  # also starts readahead of what is not cached
         mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
-    mapped.madvise(mmap.MADV_WILLNEED)
     return memoryview(mapped)
 
 
