@@ -143,11 +143,9 @@ class Catalog:
         for attempt in range(_RETRIES):
             try:
                 with self._transaction() as conn:
-                    counts = _Counts()
                     known = _Known()
-                    filed = _file(conn, parsed, blob_key, size, replace, counts, known)
-                    known.insert_pending(conn)
-                    counts.write(conn)
+                    filed = _file(conn, parsed, blob_key, size, replace, known)
+                    known.finish(conn)
                     return filed
             except (IntegrityError, OperationalError) as exc:
                 if attempt == _RETRIES - 1 or not _retryable(exc):
@@ -161,17 +159,16 @@ class Catalog:
         settled = False
         try:
             with self._transaction() as conn:
-                counts, known = _Counts(), _Known()
+                known = _Known()
                 known.look_up_instances(conn, [filing.parsed.sop_uid for filing in group])
                 for filing in group:
                     try:
                         filing.result = _file(
-                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace, counts, known
+                            conn, filing.parsed, filing.blob_key, filing.size, filing.replace, known
                         )
                     except ImageBridgeError as exc:  # refused before writing or counting anything
                         filing.error = exc
-                known.insert_pending(conn)
-                counts.write(conn)
+                known.finish(conn)
             settled = True
         except Exception:
             for filing in group:
@@ -311,9 +308,11 @@ class _Known:
     has found (or made) their series and study, nothing else can change those rows before it
     ends (it holds the writer lock on SQLite; on PostgreSQL it files one instance), so each
     further slice skips two look-ups. The instances of a group are looked up in one query, and
-    their rows inserted in one ``executemany`` (``insert_pending``) before the transaction ends."""
+    their rows inserted in one ``executemany`` when the transaction has filed them all
+    (``finish``), before the instance counts it added up (``counts``) are written."""
 
     def __init__(self) -> None:
+        self.counts = _Counts()
         self.series: dict[str, _SeriesRef] = {}
         self.studies: dict[str, Row] = {}
         self._instances: dict[str, Row] = {}
@@ -345,6 +344,11 @@ class _Known:
             conn.execute(_INSERT_INSTANCE, self._pending)
             self._pending = []
 
+    def finish(self, conn: Connection) -> None:
+        """Write what the transaction has kept back: the instances' rows, then the counts."""
+        self.insert_pending(conn)
+        self.counts.write(conn)
+
 
 def _file(
     conn: Connection,
@@ -352,10 +356,9 @@ def _file(
     blob_key: str,
     size: int,
     replace: bool,
-    counts: _Counts,
     known: _Known,
 ) -> Filed:
-    """File one instance, adding it to ``counts``; every refusal is raised before anything is
+    """File one instance, adding it to ``known.counts``; every refusal is raised before anything is
     written or counted."""
     existing = known.instance(conn, p.sop_uid)
     if existing is not None and existing.blob_key == blob_key:
@@ -386,10 +389,10 @@ def _file(
     values = _instance_values(p, blob_key, size, series_pk)
     if existing is not None:
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(**values))
-        _count_moved_instance(conn, counts, existing.series_pk, series_pk, study.pk)
+        _count_moved_instance(conn, known.counts, existing.series_pk, series_pk, study.pk)
         return Filed(Outcome.REPLACED, replaced_blob=existing.blob_key)
     known.insert({**values, "created_at": _now()})
-    counts.add(series_pk, study.pk, +1)
+    known.counts.add(series_pk, study.pk, +1)
     return Filed(Outcome.STORED)
 
 
