@@ -159,6 +159,10 @@ def _is_direct(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 
 
+def _clear_direct(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+
+
 def _writev_all(fd: int, views: list[memoryview]) -> None:
     """Write every byte of ``views`` at the file's offset (``writev`` may write less than asked)."""
     remaining = list(views)
@@ -237,7 +241,7 @@ class _Direct:
     def after(fd: int, size: int) -> None:
         """Turn ``fd`` from ``O_DIRECT`` (if still set) to the page cache, positioned at ``size``,
         its end (the writes before went by offset, ``pwrite``, and left the position at 0)."""
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        _clear_direct(fd)
         os.lseek(fd, size, os.SEEK_SET)
 
     def _write(self, count: int, real: int | None = None) -> None:
@@ -260,7 +264,7 @@ class _Direct:
 
     def _off(self) -> None:
         if self.on:
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            _clear_direct(self.fd)
             self.on = False
 
     def release(self) -> None:
