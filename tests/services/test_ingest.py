@@ -15,8 +15,10 @@ from imagebridge.errors import Conflict, InstanceConflict, MissingAttribute, Not
 from imagebridge.index.catalog import Outcome
 from imagebridge.index.lookup import Target
 from imagebridge.index.schema import instances, patients, studies
+from imagebridge.reconcile.records import PENDING, QUARANTINED, Records
 from imagebridge.services import delete
 from imagebridge.services.archive import Archive
+from imagebridge.services.ingest import release
 from tests.conftest import make_archive
 from tests.samples import sample
 
@@ -85,6 +87,83 @@ def test_storing_again_during_a_delete_leaves_no_row_without_its_blob(
         keys = conn.scalars(select(instances.c.blob_key)).all()
     assert all(archive.blobs.exists(k) for k in keys), "a row points at a deleted blob"
     assert again.outcome is Outcome.ALREADY_STORED  # type: ignore[attr-defined]
+
+
+def test_a_delete_that_removes_the_blob_before_a_repeated_store_files_it(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete commits first (the repeated store then finds no row and files the instance
+    again), but removes the blob between the store's put and its filing, asking the index before
+    the new row is there. The store checks the blob after filing and puts it back from its
+    spool."""
+    data = sample("CT_small.dcm").read_bytes()
+    stored = _store_bytes(archive, data)
+    held_back: list[tuple[object, ...]] = []
+    monkeypatch.setattr(delete, "release", lambda *args: held_back.append(args))
+    delete.delete(Target(stored.study_uid), archive.catalog, archive.blobs)  # type: ignore[attr-defined]
+    assert len(held_back) == 1 and _count(archive, instances) == 0
+    real_file = archive.catalog.file
+
+    def remove_then_file(*args: object, **kwargs: object) -> object:
+        assert release(*held_back.pop()) is True  # type: ignore[arg-type]
+        return real_file(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(archive.catalog, "file", remove_then_file)
+    again = _store_bytes(archive, data)
+    assert not held_back and again.outcome is Outcome.STORED  # type: ignore[attr-defined]
+    [instance] = archive.lookup.instances(Target(stored.study_uid))  # type: ignore[attr-defined]
+    with archive.blobs.open(instance.blob_key) as fh:
+        assert fh.read() == data
+    assert not list(archive.blobs.tmp.iterdir())
+
+
+def test_a_delete_that_removes_the_blob_after_a_repeated_store_filed_it(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same instance is stored again between the delete's index commit and its removal of
+    the blob: the delete finds the new row naming the blob and keeps it."""
+    data = sample("CT_small.dcm").read_bytes()
+    stored = _store_bytes(archive, data)
+    real_remove = archive.catalog.remove
+    again: list[object] = []
+
+    def remove_then_store_again(*args: object) -> object:
+        removed = real_remove(*args)  # type: ignore[arg-type]
+        again.append(_store_bytes(archive, data))
+        return removed
+
+    monkeypatch.setattr(archive.catalog, "remove", remove_then_store_again)
+    assert delete.delete(Target(stored.study_uid), archive.catalog, archive.blobs) == 1  # type: ignore[attr-defined]
+    assert again[0].outcome is Outcome.STORED  # type: ignore[attr-defined]
+    [instance] = archive.lookup.instances(Target(stored.study_uid))  # type: ignore[attr-defined]
+    with archive.blobs.open(instance.blob_key) as fh:
+        assert fh.read() == data
+
+
+def test_a_delete_keeps_bytes_an_import_holds(archive: Archive) -> None:
+    """Bytes an import keeps as received (here waiting in quarantine) and the same bytes stored
+    and then deleted: the blob stays, the import still needs it."""
+    data = sample("CT_small.dcm").read_bytes()
+    stored = _store_bytes(archive, data)
+    [instance] = archive.lookup.instances(Target(stored.study_uid))  # type: ignore[attr-defined]
+    records = Records(archive.engine)
+    case = records.open_case(
+        {
+            "source": "cd",
+            "study_uid": stored.study_uid,  # type: ignore[attr-defined]
+            "source_patient_id": "CD-1",
+            "source_issuer": "cd",
+            "incoming": "{}",
+            "method": "manual",
+            "breakdown": "{}",
+            "state": PENDING,
+        }
+    )
+    records.add_instance("cd", stored.sop_uid, stored.study_uid, case.pk, instance.blob_key, QUARANTINED)  # type: ignore[attr-defined]
+    delete.delete(Target(stored.study_uid), archive.catalog, archive.blobs)  # type: ignore[attr-defined]
+    assert _count(archive, instances) == 0
+    assert archive.blobs.exists(instance.blob_key)
+    assert archive.catalog.blob_in_use(instance.blob_key, stored.sop_uid)  # type: ignore[attr-defined]
 
 
 def test_a_new_instance_is_looked_up_once(archive: Archive) -> None:

@@ -19,9 +19,9 @@ from imagebridge.storage.fs import FileBlobStore
 
 
 def _stored(store: FileBlobStore, data: bytes) -> str:
-    spool = store.spool()
-    spool.write(data)
-    return store.put(spool)
+    with store.spool() as spool:
+        spool.write(data)
+        return store.put(spool)
 
 
 def _old_store(root: Path) -> FileBlobStore:
@@ -154,3 +154,65 @@ def test_spool_write_all_survives_short_writes(tmp_path: Path, monkeypatch: pyte
     assert spool.size == len(expected) + 8
     assert spool.digest == hashlib.sha256(b"head" + expected + b"tail").hexdigest()
     assert max(calls) <= 512 and len(calls) > len(expected) // 4099
+
+
+def test_a_blob_is_a_second_name_of_its_spool_until_the_spool_goes(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    spool = store.spool()
+    spool.write(b"bytes")
+    key = store.put(spool)
+    blob = store.root / key[:2] / f"{key}.dcm"
+    assert os.path.samefile(spool.path, blob) and blob.stat().st_nlink == 2
+    spool.discard()
+    assert blob.read_bytes() == b"bytes" and blob.stat().st_nlink == 1
+    assert not list(store.tmp.iterdir())
+
+
+def test_remove_asks_whether_the_blob_is_in_use_once_it_is_out_of_reach(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    key = _stored(store, b"named by a row")
+    seen: list[bool] = []
+
+    def in_use() -> bool:
+        seen.append(store.exists(key))
+        return True
+
+    assert store.remove(key, in_use) is False
+    assert seen == [False], "the index must be asked after the blob is out of reach"
+    assert store.exists(key) and store.open(key).read() == b"named by a row"
+
+    def failing() -> bool:
+        raise RuntimeError("index unreachable")
+
+    with pytest.raises(RuntimeError):
+        store.remove(key, failing)
+    assert store.exists(key), "a removal that cannot ask the index keeps the blob"
+    assert store.remove(key, lambda: False) is True and not store.exists(key)
+    assert store.remove(key, lambda: False) is False  # absent: not an error
+    assert not list(store.tmp.iterdir())
+
+
+def test_ensure_puts_back_a_blob_removed_before_its_row_was_filed(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    spool = store.spool()
+    spool.write(b"stored again")
+    key = store.put(spool)
+    assert store.remove(key, lambda: False) is True  # a delete that saw no row yet
+    store.ensure(spool)  # the store has filed its row since
+    spool.discard()
+    assert store.open(key).read() == b"stored again"
+    store.ensure(spool)  # in place: nothing to do, even with the spool gone
+    assert store.exists(key)
+
+
+def test_a_removal_cut_short_is_undone_when_the_store_is_opened(tmp_path: Path) -> None:
+    """A process stopped while ``remove`` held a blob out of reach: the next open puts it back
+    (the index may name it); one whose name was taken meanwhile is only dropped."""
+    store = FileBlobStore(tmp_path / "blobs")
+    held, present = _stored(store, b"held"), _stored(store, b"present")
+    os.rename(store.root / held[:2] / f"{held}.dcm", store.tmp / f"{held}.0a1b2c3d.removing")
+    os.link(store.root / present[:2] / f"{present}.dcm", store.tmp / f"{present}.0a1b2c3d.removing")
+    (store.tmp / "stray.removing").write_bytes(b"not a blob")
+    again = FileBlobStore(store.root)
+    assert again.open(held).read() == b"held" and again.open(present).read() == b"present"
+    assert not list(again.tmp.iterdir())

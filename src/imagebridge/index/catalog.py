@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from imagebridge.dicom.matching import normalise_time
 from imagebridge.dicom.parse import ParsedInstance
 from imagebridge.errors import Conflict, ImageBridgeError, InstanceConflict
-from imagebridge.index.schema import instances, patients, series, studies
+from imagebridge.index.schema import imported_instances, instances, patients, series, studies
 
 _RETRIES = 5
 
@@ -56,7 +56,8 @@ class Filed:
 @dataclass(frozen=True)
 class Removed:
     instances: int
-    blob_keys: list[str]
+    blobs: list[tuple[str, str]]
+    """The removed instances' blobs: (blob key, SOP Instance UID) each."""
 
 
 @dataclass
@@ -119,6 +120,15 @@ class Catalog:
     def stored_blob(self, sop_uid: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.scalar(_BLOB_OF, {"b_sop_uid": sop_uid})
+
+    def blob_in_use(self, key: str, sop_uid: str) -> bool:
+        """Whether the index names blob ``key``, whose bytes are those of instance ``sop_uid``:
+        as that instance's stored bytes, or as the bytes an import received (kept while its
+        record is). Bytes name their SOP Instance UID, so no other instance row can hold them."""
+        with self.engine.connect() as conn:
+            if conn.scalar(_BLOB_OF, {"b_sop_uid": sop_uid}) == key:
+                return True
+            return conn.scalar(_ORIGINAL_BLOB, {"b_key": key}) is not None
 
     def file(self, parsed: ParsedInstance, blob_key: str, size: int, *, replace: bool = False) -> Filed:
         """Index one stored instance; idempotent for identical bytes."""
@@ -190,7 +200,9 @@ class Catalog:
         """Remove a study, a series or an instance; returns the blobs no longer referenced."""
         with self._writing() as conn:
             query = (
-                select(instances.c.pk, instances.c.blob_key, series.c.pk.label("series_pk"))
+                select(
+                    instances.c.pk, instances.c.blob_key, instances.c.sop_uid, series.c.pk.label("series_pk")
+                )
                 .join(series, instances.c.series_pk == series.c.pk)
                 .join(studies, series.c.study_pk == studies.c.pk)
                 .where(studies.c.study_uid == study_uid)
@@ -203,7 +215,7 @@ class Catalog:
             for row in rows:
                 conn.execute(delete(instances).where(instances.c.pk == row.pk))
             _prune(conn, study_uid)
-            return Removed(len(rows), [row.blob_key for row in rows])
+            return Removed(len(rows), [(row.blob_key, row.sop_uid) for row in rows])
 
 
 @contextmanager
@@ -246,6 +258,9 @@ _EXISTING_ANY = select(
     instances.c.sop_uid, instances.c.pk, instances.c.blob_key, instances.c.series_pk
 ).where(instances.c.sop_uid.in_(bindparam("b_sop_uids", expanding=True)))
 _BLOB_OF = select(instances.c.blob_key).where(instances.c.sop_uid == bindparam("b_sop_uid"))
+_ORIGINAL_BLOB = (
+    select(imported_instances.c.pk).where(imported_instances.c.original_blob == bindparam("b_key")).limit(1)
+)
 _PATIENT_PK = select(patients.c.pk).where(
     patients.c.patient_id == bindparam("b_patient_id"), patients.c.issuer == bindparam("b_issuer")
 )

@@ -359,7 +359,7 @@ imported_instances = Table(
     Column("original_sop_uid", UID, nullable=False),
     Column("study_uid", UID, nullable=False, index=True),
     Column("case_pk", Integer, ForeignKey("reconciliation_cases.pk"), nullable=False, index=True),
-    Column("original_blob", String(64), nullable=False),
+    Column("original_blob", String(64), nullable=False, index=True),
     Column("state", String(16), nullable=False),
     Column("imported_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("source", "original_sop_uid"),

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.errors import Conflict, NotFound
 from imagebridge.index.schema import (
     import_sources,
     imported_instances,
-    instances,
     outside_studies,
     patient_links,
     reconciliation_cases,
@@ -312,23 +311,24 @@ class Records:
                 OutsideStudy(r.study_uid, r.source, _aware(r.imported_at)) for r in conn.execute(query).all()
             ]
 
-    def forget_outside(self, study_uid: str) -> list[str]:
+    def forget_outside(self, study_uid: str) -> list[tuple[str, str]]:
         """Drop the marks of a study no longer in the index (purged, deleted); returns the original
-        blobs nothing references any more. Instances waiting in quarantine are kept."""
+        blobs the dropped records named, (key, original SOP Instance UID) each, for the caller to
+        remove where nothing else names them. Instances waiting in quarantine are kept."""
         stored = and_(imported_instances.c.study_uid == study_uid, imported_instances.c.state == STORED)
         with self.engine.begin() as conn:
-            blobs = set(conn.scalars(select(imported_instances.c.original_blob).where(stored)).all())
+            blobs = _originals(conn, stored)
             conn.execute(delete(imported_instances).where(stored))
             conn.execute(delete(outside_studies).where(outside_studies.c.study_uid == study_uid))
-            return sorted(blobs - _referenced(conn, blobs))
+            return blobs
 
-    def forget_instance(self, source: str, sop_uid: str) -> list[str]:
+    def forget_instance(self, source: str, sop_uid: str) -> list[tuple[str, str]]:
         """Drop the record of one imported instance deleted from the index since; see forget_outside."""
         where = and_(imported_instances.c.source == source, imported_instances.c.original_sop_uid == sop_uid)
         with self.engine.begin() as conn:
-            blobs = set(conn.scalars(select(imported_instances.c.original_blob).where(where)).all())
+            blobs = _originals(conn, where)
             conn.execute(delete(imported_instances).where(where))
-            return sorted(blobs - _referenced(conn, blobs))
+            return blobs
 
     def stamp_outside(self, study_uid: str, when: datetime) -> None:
         """Set the import time of an outside study (retention tests, migrations from other archives)."""
@@ -340,15 +340,9 @@ class Records:
             )
 
 
-def _referenced(conn: Connection, blobs: set[str]) -> set[str]:
-    """Which of ``blobs`` an index row or an imported instance still names."""
-    if not blobs:
-        return set()
-    by_index = conn.scalars(select(instances.c.blob_key).where(instances.c.blob_key.in_(blobs))).all()
-    by_import = conn.scalars(
-        select(imported_instances.c.original_blob).where(imported_instances.c.original_blob.in_(blobs))
-    ).all()
-    return set(by_index) | set(by_import)
+def _originals(conn: Connection, where: ColumnElement[bool]) -> list[tuple[str, str]]:
+    query = select(imported_instances.c.original_blob, imported_instances.c.original_sop_uid).where(where)
+    return sorted({(r.original_blob, r.original_sop_uid) for r in conn.execute(query).all()})
 
 
 def _aware(value: datetime) -> datetime:

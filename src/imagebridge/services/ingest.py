@@ -1,9 +1,10 @@
 """Ingest: the one path every instance takes into the archive (STOW-RS, C-STORE, import).
 
 Order of events, so that the index never points at bytes that are not durable:
-spool (hash as bytes arrive) → parse → decide → fsync + rename into the blob
-store → commit the index row. A failure before the commit leaves no index row;
-a blob written for a refused or lost race is removed again.
+spool (hash as bytes arrive) → parse → decide → fsync + link into the blob
+store → commit the index row → check the blob is still in place (a delete running meanwhile
+may have taken it; the spool still holds the bytes). A failure before the commit leaves no
+index row; a blob written for a refused or lost race is removed again unless the index names it.
 
 Deciding: while no blob has the received digest (new bytes: almost always), the filing
 transaction itself tells stored from already stored or conflicting, and the bytes are put
@@ -106,13 +107,20 @@ class Ingest:
         try:
             filed = self.catalog.file(parsed, key, size, replace=self.replace)
         except BaseException:
-            if self.catalog.stored_blob(parsed.sop_uid) != key:
-                self.blobs.delete(key)
+            release(self.blobs, self.catalog, key, parsed.sop_uid)
             raise
+        self.blobs.ensure(spool)
         if filed.replaced_blob and filed.replaced_blob != key:
-            self.blobs.delete(filed.replaced_blob)
+            release(self.blobs, self.catalog, filed.replaced_blob, parsed.sop_uid)
         log.info("%s %s (study %s)", filed.outcome.value, parsed.sop_uid, parsed.study_uid)
         return _stored(parsed, filed.outcome)
+
+
+def release(blobs: BlobStore, catalog: Catalog, key: str, sop_uid: str) -> bool:
+    """Remove blob ``key`` (bytes of instance ``sop_uid``) unless the index still names it;
+    returns whether it went. Every removal of a blob goes through here (storage/fs.py says why
+    asking the index is left to the moment the blob is out of reach)."""
+    return blobs.remove(key, lambda: catalog.blob_in_use(key, sop_uid))
 
 
 def _stored(parsed: ParsedInstance, outcome: Outcome) -> Stored:

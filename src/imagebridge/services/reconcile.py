@@ -58,7 +58,7 @@ from imagebridge.reconcile.sources import Sources
 from imagebridge.services import importer
 from imagebridge.services.archive import Archive
 from imagebridge.services.delete import delete
-from imagebridge.services.ingest import Ingest
+from imagebridge.services.ingest import Ingest, release
 from imagebridge.storage.base import BlobStore, Spool
 
 log = logging.getLogger(__name__)
@@ -96,30 +96,36 @@ class Reconciler:
     def receive(self, source: Source, spool: Spool) -> Receipt:
         """Reconcile and store one spooled instance; the spool is consumed whatever happens."""
         try:
-            spool.flush()
-            ds = _read(spool.path)
-            sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
-            state = self.records.imported_state(source.name, sop_uid)
-            if state is not None and not self._deleted_since(state, source, sop_uid, study_uid):
-                case = self.records.case_for(source.name, study_uid)
-                if case is not None:
-                    return Receipt(Received.ALREADY_IMPORTED, study_uid, case)
-            who = coerce.incoming(ds, source.issuer)
-            if not who.patient_id:
-                raise MissingAttribute("the instance has no Patient ID (0010,0020); it cannot be reconciled")
-            case = self.records.case_for(source.name, study_uid) or self._open_case(source, who, study_uid)
-            if (case.source_patient_id, case.source_issuer) != (who.patient_id, who.issuer):
-                raise Conflict(
-                    f"study {study_uid} from '{source.name}' was filed for patient '{case.source_patient_id}'; "
-                    f"this instance names patient '{who.patient_id}'"
-                )
-            if case.state not in (PENDING, DECIDING):
-                self._refuse_local_study(study_uid)
-            original = self.blobs.put(spool)
+            return self._receive(source, spool)
         finally:
             spool.discard()
+
+    def _receive(self, source: Source, spool: Spool) -> Receipt:
+        """The spool stays until the record naming its blob (the bytes as received) is filed,
+        and the blob is then checked to be in place (``BlobStore.ensure``)."""
+        spool.flush()
+        ds = _read(spool.path)
+        sop_uid, study_uid = _uid(ds, "SOPInstanceUID"), _uid(ds, "StudyInstanceUID")
+        state = self.records.imported_state(source.name, sop_uid)
+        if state is not None and not self._deleted_since(state, source, sop_uid, study_uid):
+            case = self.records.case_for(source.name, study_uid)
+            if case is not None:
+                return Receipt(Received.ALREADY_IMPORTED, study_uid, case)
+        who = coerce.incoming(ds, source.issuer)
+        if not who.patient_id:
+            raise MissingAttribute("the instance has no Patient ID (0010,0020); it cannot be reconciled")
+        case = self.records.case_for(source.name, study_uid) or self._open_case(source, who, study_uid)
+        if (case.source_patient_id, case.source_issuer) != (who.patient_id, who.issuer):
+            raise Conflict(
+                f"study {study_uid} from '{source.name}' was filed for patient '{case.source_patient_id}'; "
+                f"this instance names patient '{who.patient_id}'"
+            )
+        if case.state not in (PENDING, DECIDING):
+            self._refuse_local_study(study_uid)
+        original = self.blobs.put(spool)
         if case.state in (PENDING, DECIDING):
             self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, QUARANTINED)
+            self.blobs.ensure(spool)
             case = self.records.case(case.pk)
             if case.state in (PENDING, DECIDING):  # else decided meanwhile: release it here
                 return Receipt(Received.QUARANTINED, study_uid, case)
@@ -128,7 +134,9 @@ class Reconciler:
         marked = self.records.outside(study_uid) is not None
         if not marked or self.catalog.stored_blob(sop_uid) is None:  # else stored before a crash
             self._store(ds, self._identity(case), source, case)
-        if not self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, STORED):
+        added = self.records.add_instance(source.name, sop_uid, study_uid, case.pk, original, STORED)
+        self.blobs.ensure(spool)
+        if not added:
             return Receipt(Received.ALREADY_IMPORTED, study_uid, case)
         if not marked:
             self.records.mark_outside(study_uid, source.name)
@@ -143,8 +151,8 @@ class Reconciler:
             unused = self.records.forget_instance(source.name, sop_uid)
         else:
             unused = self.records.forget_outside(study_uid)
-        for key in unused:
-            self.blobs.delete(key)
+        for key, original_sop_uid in unused:
+            release(self.blobs, self.catalog, key, original_sop_uid)
         return True
 
     def _refuse_local_study(self, study_uid: str) -> None:
@@ -343,8 +351,8 @@ class Reconciler:
         for study in due:
             with contextlib.suppress(NotFound):  # deleted by hand already: drop the mark all the same
                 delete(Target(study.study_uid), self.catalog, self.blobs)
-            for key in self.records.forget_outside(study.study_uid):
-                self.blobs.delete(key)
+            for key, sop_uid in self.records.forget_outside(study.study_uid):
+                release(self.blobs, self.catalog, key, sop_uid)
             audit.record(
                 "success",
                 f"outside study from {study.source} past retention",

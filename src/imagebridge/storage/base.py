@@ -9,7 +9,7 @@ import mmap
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -24,7 +24,8 @@ class BlobStore(Protocol):
         """A new spool in the store's own temporary area."""
 
     def put(self, spool: Spool) -> str:
-        """Make the spooled bytes durable under their digest; returns the key."""
+        """Make the spooled bytes durable under their digest; returns the key. The spool keeps
+        its bytes until discarded (for :meth:`ensure`)."""
 
     def open(self, key: str) -> BinaryIO:
         """A binary file object positioned at the start of the blob."""
@@ -36,8 +37,13 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def delete(self, key: str) -> None:
-        """Remove the blob; removing an absent blob is not an error."""
+    def ensure(self, spool: Spool) -> None:
+        """Put the spool's blob back if a concurrent :meth:`remove` took it before the index
+        row naming it was filed (call after filing; storage/fs.py says why)."""
+
+    def remove(self, key: str, in_use: Callable[[], bool]) -> bool:
+        """Remove the blob unless ``in_use()``, asked once the blob is out of reach, says the
+        index names it; returns whether it went. Removing an absent blob is not an error."""
 
     def keys(self) -> Iterator[str]: ...
 
@@ -45,8 +51,9 @@ class BlobStore(Protocol):
 class Spool:
     """A temporary file that received bytes are written to, hashing as they arrive.
 
-    Created in the store's own temporary directory so that making it durable is
-    a rename on the same file system (atomic: readers see all of it or none).
+    Created in the store's own temporary directory so that making it durable is a hard link
+    on the same file system (atomic: readers see all of it or none), and the spool keeps the
+    bytes under its own name until it is discarded.
 
     With ``direct``, the bytes go to the disk with ``O_DIRECT`` (:class:`_Direct`), past the
     page cache, where the file system allows it; otherwise, and on a file system that refuses
@@ -64,7 +71,6 @@ class Spool:
         self._hash = hashlib.sha256()
         self.size = 0
         self._closed = False
-        self._placed = False
         self._direct = _Direct.start(fd, self._hash) if direct and _is_direct(fd) else None
         self._went_direct = False
         self._after_direct = False
@@ -112,14 +118,10 @@ class Spool:
     def digest(self) -> str:
         return self._hash.hexdigest()
 
-    def placed(self) -> None:
-        """The store has renamed the file into place: ``discard`` leaves the path alone."""
-        self._placed = True
-
     def discard(self) -> None:
+        """Close and unlink the spool's name (a blob put from it keeps its own)."""
         self._close()
-        if not self._placed:
-            self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
     def _close(self) -> None:
         if self._direct is not None:

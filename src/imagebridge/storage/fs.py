@@ -5,13 +5,23 @@ the file ``blobs/LAYOUT`` says which a store uses, written when the store is fir
 With one level, the 256 folders are made with the store, so storing a blob never makes a folder
 and makes one folder's entries durable (one directory fsync); with two, a new blob nearly always
 landed in a new folder of the 65,536, and paid a ``mkdir`` and two directory fsyncs. ext4 (and
-XFS) index large directories: 40,000 files a folder at ten million instances is no burden."""
+XFS) index large directories: 40,000 files a folder at ten million instances is no burden.
+
+Removing a blob races with storing the same bytes again (a DICOMweb DELETE while the instance
+is sent once more): the store may find the blob there, or put it, and file its index row just
+as the remover decides nothing names the blob any more. So a blob is put as a second name of its
+spool, which keeps the bytes until the store has filed the row and checked the blob is still in
+place (:meth:`FileBlobStore.ensure`, putting it back when not); and a remover first moves the
+blob out of reach, then asks the index, and moves it back if a row names it. Whichever way the
+two interleave, a filed row ends with its blob in place."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +45,20 @@ class FileBlobStore:
         self.tmp.mkdir(exist_ok=True)
         self.levels = _layout(root)
         """Folder levels above a blob: 1 (``ab/``), or 2 (``ab/cd/``) in a store made before."""
+        self._finish_removals()
+
+    def _finish_removals(self) -> None:
+        """Blobs a :meth:`remove` had moved out of reach when its process stopped go back where
+        they were: the index may name them. One nothing names is kept, as after a stop between
+        a delete's index commit and its removal of the blob."""
+        for held in self.tmp.glob(f"*{_REMOVING}"):
+            key = held.name.split(".", 1)[0]
+            try:
+                if _KEY.fullmatch(key) is not None:
+                    _put_back(held, self._path(key))
+                held.unlink()
+            except FileNotFoundError:
+                pass  # another process opening the store, or the remover itself, finished it
 
     def spool(self) -> Spool:
         return Spool(self.tmp, direct=self.direct)
@@ -47,18 +71,24 @@ class FileBlobStore:
         return self.root / key[:2] / key[2:4] / f"{key}.dcm"
 
     def put(self, spool: Spool) -> str:
+        """Make the spooled bytes durable under their digest: the blob is a second name (a hard
+        link) of the spool's file, which keeps its own until the spool is discarded. The same
+        bytes there already are left as they are."""
         spool.finish()
         key = spool.digest
-        target = self._path(key)
         try:
-            changed = _replace(spool.path, target)
-            spool.placed()
-            for directory in changed:
+            for directory in _link(spool.path, self._path(key)):
                 _fsync_dir(directory)
         except OSError as exc:
             spool.discard()
             raise StorageFailure(f"could not store blob: {exc.strerror}") from exc
         return key
+
+    def ensure(self, spool: Spool) -> None:
+        """After the index has filed the row naming the spool's blob: put the blob back if a
+        :meth:`remove` took it away before that row was there to see (module docstring)."""
+        if not self._path(spool.digest).exists():
+            self.put(spool)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -75,8 +105,26 @@ class FileBlobStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+    def remove(self, key: str, in_use: Callable[[], bool]) -> bool:
+        """Remove the blob unless ``in_use()``, asked once the blob is out of reach, says the index
+        names it (a store of the same bytes filed meanwhile); returns whether it went. An absent
+        blob is not an error. Should the process stop half-way, the next open puts it back."""
+        target = self._path(key)
+        held = self.tmp / f"{key}.{secrets.token_hex(4)}{_REMOVING}"
+        try:
+            os.rename(target, held)
+        except FileNotFoundError:
+            return False
+        try:
+            if in_use():
+                _put_back(held, target)
+                return False
+        except BaseException:
+            _put_back(held, target)
+            raise
+        finally:
+            held.unlink(missing_ok=True)
+        return True
 
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("??/*.dcm" if self.levels == 1 else "??/??/*.dcm"):
@@ -115,17 +163,36 @@ def _levels(text: str) -> int:
     return int(value)
 
 
-def _replace(source: Path, target: Path) -> list[Path]:
-    """Rename ``source`` to ``target``; returns the folders whose entries changed, which must be
-    fsynced for the rename to be durable: the target's folder and, for each folder created on
-    the way (only when missing: no mkdir call per store once they exist), the one holding it."""
+_REMOVING = ".removing"
+"""Suffix of a blob :meth:`FileBlobStore.remove` holds in ``tmp/`` while it asks the index."""
+
+
+def _link(source: Path, target: Path) -> list[Path]:
+    """Give ``source`` the name ``target`` too (left alone when it exists: the same bytes, as
+    its name is their digest); returns the folders whose entries must be fsynced for the name to
+    be durable: the target's folder (also when the name was there: whoever made it may not have
+    fsynced it yet) and, for each folder created on the way (only when missing: no mkdir call
+    per store once they exist), the one holding it."""
+    created: list[Path] = []
     try:
-        os.replace(source, target)
-        return [target.parent]
+        _link_unless_there(source, target)
     except FileNotFoundError:
+        if not source.exists():
+            raise
         created = _make_folders(target.parent)
-        os.replace(source, target)
-        return [target.parent, *(folder.parent for folder in created)]
+        _link_unless_there(source, target)
+    return [target.parent, *(folder.parent for folder in created)]
+
+
+def _link_unless_there(source: Path, target: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.link(source, target)
+
+
+def _put_back(held: Path, target: Path) -> None:
+    """The blob ``held`` in ``tmp/`` under its name again, durably (kept if the name is taken)."""
+    for directory in _link(held, target):
+        _fsync_dir(directory)
 
 
 def _make_folders(folder: Path) -> list[Path]:
