@@ -6,12 +6,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from imagebridge.web.workers import STARTUP_S
 from tests.cli.test_import import CLI, run_cli
@@ -185,3 +187,31 @@ def test_serve_workers_that_cannot_start_stop_the_server_with_the_reason(tmp_pat
     assert f"cannot start the DICOM listener on port {port}" in output
     assert "stopping the server" in output
     assert "Traceback" not in output
+
+
+def test_serve_lets_a_thread_hold_the_interpreter_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve`` sets the interpreter's switch interval (web/server.py says why) before it
+    serves; the stand-in server records what its process runs with."""
+    from typer.testing import CliRunner
+
+    from imagebridge.cli.main import app
+    from imagebridge.web import server
+
+    seen: list[float] = []
+
+    class Recording:
+        def run(self, sockets: object) -> None:
+            seen.append(sys.getswitchinterval())
+
+    monkeypatch.setattr(server, "make_server", lambda *args, **kwargs: Recording())
+    before = sys.getswitchinterval()
+    try:
+        result = CliRunner().invoke(
+            app, ["serve", "--port", "0", "--data-dir", str(tmp_path / "data"), "--no-dicom"]
+        )
+    finally:
+        sys.setswitchinterval(before)
+    assert result.exit_code == 0, result.output
+    assert seen == [pytest.approx(server.SWITCH_INTERVAL_S, abs=1e-6)] and before < server.SWITCH_INTERVAL_S

@@ -73,7 +73,7 @@ def serve(
     from imagebridge.cli import samples
     from imagebridge.web import workers as http_workers
     from imagebridge.web.app import create_app
-    from imagebridge.web.server import bind, make_server
+    from imagebridge.web.server import bind, make_server, serving_process
 
     common.setup_logging(verbose)
     settings = common.settings(
@@ -94,6 +94,7 @@ def serve(
     if load_samples:
         samples.load_once(archive)
     demo = samples.demo_users(archive) if load_samples else None
+    serving_process()
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
