@@ -116,15 +116,15 @@ class FileBlobStore:
         except FileNotFoundError:
             return False
         try:
-            if in_use():
-                _put_back(held, target)
-                return False
+            named = in_use()
         except BaseException:
             _put_back(held, target)
-            raise
-        finally:
             held.unlink(missing_ok=True)
-        return True
+            raise
+        if named:
+            _put_back(held, target)  # should this fail, the held blob stays for the next open
+        held.unlink(missing_ok=True)  # missing: another process opening the store put it back
+        return not named
 
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("??/*.dcm" if self.levels == 1 else "??/??/*.dcm"):
@@ -190,8 +190,16 @@ def _link_unless_there(source: Path, target: Path) -> None:
 
 
 def _put_back(held: Path, target: Path) -> None:
-    """The blob ``held`` in ``tmp/`` under its name again, durably (kept if the name is taken)."""
-    for directory in _link(held, target):
+    """The blob ``held`` in ``tmp/`` under its name again, durably (kept if the name is taken).
+    A held blob already gone is fine when its name is back: a process opening the store put it
+    back meanwhile."""
+    try:
+        directories = _link(held, target)
+    except FileNotFoundError:
+        if target.exists():
+            return
+        raise
+    for directory in directories:
         _fsync_dir(directory)
 
 
