@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,7 +22,20 @@ class Blobs:
         self.root = root
 
     def open(self, key: str) -> BinaryIO:
-        return (self.root / key).open("rb")
+        try:
+            return (self.root / key).open("rb")
+        except FileNotFoundError as exc:
+            raise StorageFailure(f"blob {key} is missing from the store") from exc
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+
+class RemoteBlobs(Blobs):
+    """A store without local paths: only ``open``."""
+
+    def path(self, key: str) -> None:  # type: ignore[override]
+        return None
 
 
 def _rendition(key: str, size: int, syntax: str = STORED) -> retrieve.Rendition:
@@ -60,3 +74,22 @@ def test_a_blob_shorter_than_indexed_is_a_storage_failure(tmp_path: Path) -> Non
     (tmp_path / "a").write_bytes(b"cut short")
     with pytest.raises(StorageFailure, match="indexed"):
         retrieve.read_parts(Blobs(tmp_path), [_rendition("a", 100)], [b"--B\r\n\r\n"], range(1))
+
+
+@pytest.mark.parametrize("store", [Blobs, RemoteBlobs])
+def test_open_parts_opens_each_file_checked_and_closes_all_on_a_failure(
+    tmp_path: Path, store: type[Blobs]
+) -> None:
+    (tmp_path / "a").write_bytes(b"A" * 10)
+    (tmp_path / "b").write_bytes(b"B" * 20)
+    renditions = [_rendition("a", 10), _rendition("b", 20)]
+    files = retrieve.open_parts(store(tmp_path), renditions, range(2))  # type: ignore[arg-type]
+    assert [os.pread(f.fileno(), 30, 0) for f in files] == [b"A" * 10, b"B" * 20]
+    retrieve.close_all(files)
+    assert all(f.fileno() == -1 for f in files)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(StorageFailure, match="20 bytes, 21 indexed"):
+        retrieve.open_parts(store(tmp_path), [_rendition("a", 10), _rendition("b", 21)], range(2))  # type: ignore[arg-type]
+    with pytest.raises(StorageFailure, match="missing"):
+        retrieve.open_parts(store(tmp_path), [_rendition("a", 10), _rendition("c", 1)], range(2))  # type: ignore[arg-type]
+    assert len(os.listdir("/proc/self/fd")) == before, "a failed batch left files open"

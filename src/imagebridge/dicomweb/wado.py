@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -144,7 +144,7 @@ class _StoredParts(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         groups = retrieve.batches(self.renditions, self.heads, retrieve.OPEN_BATCH, retrieve.OPEN_FILES)
-        ahead: asyncio.Future[list[BinaryIO]] | None = self._open(groups[0]) if groups else None
+        ahead: asyncio.Future[list[retrieve.Opened]] | None = self._open(groups[0]) if groups else None
         framing = b""
         try:
             for index, group in enumerate(groups):
@@ -163,11 +163,11 @@ class _StoredParts(Response):
             if ahead is not None:
                 ahead.add_done_callback(_close_opened)
 
-    def _open(self, group: range) -> asyncio.Future[list[BinaryIO]]:
+    def _open(self, group: range) -> asyncio.Future[list[retrieve.Opened]]:
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, retrieve.open_parts, self.archive.blobs, self.renditions, group)
 
-    async def _send_files(self, send: Any, group: range, files: list[BinaryIO], framing: bytes) -> bytes:
+    async def _send_files(self, send: Any, group: range, files: list[retrieve.Opened], framing: bytes) -> bytes:
         """One message for the whole batch: each file after its framing (the previous CRLF and
         its part header)."""
         parts: list[Part] = []
@@ -181,7 +181,7 @@ class _StoredParts(Response):
         return framing
 
 
-def _close_opened(future: asyncio.Future[list[BinaryIO]]) -> None:
+def _close_opened(future: asyncio.Future[list[retrieve.Opened]]) -> None:
     if not future.cancelled() and future.exception() is None:
         retrieve.close_all(future.result())
 

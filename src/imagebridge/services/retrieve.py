@@ -6,7 +6,6 @@ import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 
@@ -129,10 +128,36 @@ def read_parts(
     return out
 
 
-def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range) -> list[BinaryIO]:
+class Opened:
+    """A stored file open for the server to send: its descriptor, closed once. Opening it costs
+    two system calls (``openat``, ``fstat``); a Python file object also asks whether the file is a
+    terminal and where it stands, calls a thread opening 64 files a batch makes while the event
+    loop sends the previous batch on the same cores."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> Opened:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range) -> list[Opened]:
     """The stored files of parts ``numbers``, open and checked against their indexed size, for the
     server to send with ``sendfile(2)``. The caller closes them; on a failure none stay open."""
-    files: list[BinaryIO] = []
+    files: list[Opened] = []
     try:
         for number in numbers:
             files.append(_opened(blobs, renditions[number].instance))
@@ -143,14 +168,23 @@ def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range
     return files
 
 
-def close_all(files: Sequence[BinaryIO]) -> None:
+def close_all(files: Sequence[Opened]) -> None:
     for fh in files:
         fh.close()
 
 
-def _opened(blobs: BlobStore, instance: StoredInstance) -> BinaryIO:
-    fh = blobs.open(instance.blob_key)
-    size = os.fstat(fh.fileno()).st_size
+def _opened(blobs: BlobStore, instance: StoredInstance) -> Opened:
+    path = blobs.path(instance.blob_key)
+    if path is None:
+        with blobs.open(instance.blob_key) as stored:
+            fd = os.dup(stored.fileno())
+    else:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise StorageFailure(f"blob {instance.blob_key} is missing from the store") from exc
+    fh = Opened(fd)
+    size = os.fstat(fd).st_size
     if size != instance.size:
         fh.close()
         raise StorageFailure(f"blob {instance.blob_key} has {size} bytes, {instance.size} indexed")

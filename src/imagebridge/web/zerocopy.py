@@ -28,7 +28,7 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -38,7 +38,11 @@ EXTENSION = "http.response.zerocopy"
 COPY = 1024 * 1024
 """Bytes read per body message when the response cannot use sendfile (chunked encoding)."""
 
-Part = tuple[bytes, BinaryIO, int | None, int | None]
+class SupportsFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+Part = tuple[bytes, SupportsFileno, int | None, int | None]
 """One entry of ``parts``: framing bytes, then ``count`` bytes of the file from ``offset``."""
 _Span = tuple[bytes, int, int, int]
 _LAST = int(socket.MSG_NOSIGNAL)
