@@ -197,7 +197,8 @@ class Catalog:
                 filing.done = True
 
     def remove(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Removed:
-        """Remove a study, a series or an instance; returns the blobs no longer referenced."""
+        """Remove a study, a series or an instance; returns the removed instances' blobs (one an
+        import still names stays: ``services/ingest.release`` asks :meth:`blob_in_use`)."""
         with self._writing() as conn:
             query = (
                 select(
