@@ -167,7 +167,9 @@ class _StoredParts(Response):
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, retrieve.open_parts, self.archive.blobs, self.renditions, group)
 
-    async def _send_files(self, send: Any, group: range, files: list[retrieve.Opened], framing: bytes) -> bytes:
+    async def _send_files(
+        self, send: Any, group: range, files: list[retrieve.Opened], framing: bytes
+    ) -> bytes:
         """One message for the whole batch: each file after its framing (the previous CRLF and
         its part header)."""
         parts: list[Part] = []

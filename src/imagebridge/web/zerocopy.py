@@ -38,6 +38,7 @@ EXTENSION = "http.response.zerocopy"
 COPY = 1024 * 1024
 """Bytes read per body message when the response cannot use sendfile (chunked encoding)."""
 
+
 class SupportsFileno(Protocol):
     def fileno(self) -> int: ...
 
