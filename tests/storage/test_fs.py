@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -245,3 +246,23 @@ def test_a_blob_that_cannot_be_put_back_stays_held_for_the_next_open(
     assert not store.exists(key) and len(list(store.tmp.glob("*.removing"))) == 1
     monkeypatch.undo()
     assert FileBlobStore(store.root).open(key).read() == b"named by a row"
+
+
+def test_spools_left_by_a_stopped_process_go_when_the_store_is_opened(tmp_path: Path) -> None:
+    """A spool untouched for a day is removed at open (a blob put from it keeps its own name);
+    a recent one, which a live process may still be writing, and other files stay."""
+    store = FileBlobStore(tmp_path / "blobs")
+    old = store.spool()
+    old.write(b"put, then the process stopped")
+    key = store.put(old)  # the spool's name is never unlinked: the process stopped here
+    recent = store.spool()
+    recent.write(b"still arriving")
+    other = store.tmp / "notes.txt"
+    other.write_bytes(b"not a spool")
+    day_ago = time.time() - fs.STALE_SPOOL_S - 60
+    os.utime(old.path, (day_ago, day_ago))
+    os.utime(other, (day_ago, day_ago))
+    again = FileBlobStore(store.root)
+    assert not old.path.exists() and recent.path.exists() and other.exists()
+    assert again.open(key).read() == b"put, then the process stopped"
+    recent.discard()

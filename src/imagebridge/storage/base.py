@@ -143,7 +143,7 @@ def _create(directory: Path, direct: bool) -> tuple[int, str]:
     ``O_DIRECT`` when asked and the file system takes it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for _ in range(100):
-        name = os.path.join(directory, f"tmp{secrets.token_hex(8)}.part")
+        name = os.path.join(directory, f"{_SPOOL_PREFIX}{secrets.token_hex(8)}{_SPOOL_SUFFIX}")
         try:
             if direct:
                 try:
@@ -155,6 +155,14 @@ def _create(directory: Path, direct: bool) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory))
+
+
+_SPOOL_PREFIX, _SPOOL_SUFFIX = "tmp", ".part"
+
+
+def is_spool_name(name: str) -> bool:
+    """Whether ``name`` is that of a spool's file (as :func:`_create` names them)."""
+    return name.startswith(_SPOOL_PREFIX) and name.endswith(_SPOOL_SUFFIX)
 
 
 def _is_direct(fd: int) -> bool:

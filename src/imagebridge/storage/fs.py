@@ -21,13 +21,14 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from imagebridge.errors import StorageFailure
 from imagebridge.files import write_once
-from imagebridge.storage.base import Spool
+from imagebridge.storage.base import Spool, is_spool_name
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 """A blob key: a SHA-256 digest in lower-case hex (checked before it becomes a path)."""
@@ -45,20 +46,26 @@ class FileBlobStore:
         self.tmp.mkdir(exist_ok=True)
         self.levels = _layout(root)
         """Folder levels above a blob: 1 (``ab/``), or 2 (``ab/cd/``) in a store made before."""
-        self._finish_removals()
+        self._tidy()
 
-    def _finish_removals(self) -> None:
-        """Blobs a :meth:`remove` had moved out of reach when its process stopped go back where
-        they were: the index may name them. One nothing names is kept, as after a stop between
-        a delete's index commit and its removal of the blob."""
-        for held in self.tmp.glob(f"*{_REMOVING}"):
-            key = held.name.split(".", 1)[0]
+    def _tidy(self) -> None:
+        """What stopped processes left in ``tmp/``. Blobs a :meth:`remove` had moved out of reach
+        go back where they were: the index may name them (one nothing names is kept, as after a
+        stop between a delete's index commit and its removal of the blob). Spools untouched for
+        :data:`STALE_SPOOL_S` are removed: a live one is written to as its bytes arrive, and a
+        blob put from one is a name of its own, so no stored bytes go with it."""
+        stale_before = time.time() - STALE_SPOOL_S
+        for entry in os.scandir(self.tmp):
             try:
-                if _KEY.fullmatch(key) is not None:
-                    _put_back(held, self._path(key))
-                held.unlink()
+                if entry.name.endswith(_REMOVING):
+                    key = entry.name.split(".", 1)[0]
+                    if _KEY.fullmatch(key) is not None:
+                        _put_back(Path(entry.path), self._path(key))
+                    os.unlink(entry.path)
+                elif is_spool_name(entry.name) and entry.stat().st_mtime < stale_before:
+                    os.unlink(entry.path)
             except FileNotFoundError:
-                pass  # another process opening the store, or the remover itself, finished it
+                pass  # another process opening the store, or the owner itself, finished it
 
     def spool(self) -> Spool:
         return Spool(self.tmp, direct=self.direct)
@@ -163,6 +170,8 @@ def _levels(text: str) -> int:
     return int(value)
 
 
+STALE_SPOOL_S = 24 * 3600
+"""A spool in ``tmp/`` not written to for this long belongs to a process that stopped."""
 _REMOVING = ".removing"
 """Suffix of a blob :meth:`FileBlobStore.remove` holds in ``tmp/`` while it asks the index."""
 
