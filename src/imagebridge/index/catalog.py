@@ -38,7 +38,12 @@ from imagebridge.dicom.parse import ParsedInstance
 from imagebridge.errors import Conflict, ImageBridgeError, InstanceConflict
 from imagebridge.index.schema import imported_instances, instances, patients, series, studies
 
-_RETRIES = 5
+_RETRIES = 10
+"""Attempts at filing one instance on PostgreSQL. Each lost race means another writer committed
+what this one tried to create: the first instances of a new study, stored by many writers at
+once, can lose four in a row (the patient, the study, the series, the instance itself) and a
+deadlock on the counters besides. With 5, one of 32 concurrent writers of a new study ran out
+once in CI (tests/test_concurrency.py, "the instance could not be processed")."""
 
 
 class Outcome(enum.Enum):
