@@ -41,9 +41,11 @@ from imagebridge.index.schema import imported_instances, instances, patients, se
 _RETRIES = 10
 """Attempts at filing one instance on PostgreSQL. Each lost race means another writer committed
 what this one tried to create: the first instances of a new study, stored by many writers at
-once, can lose four in a row (the patient, the study, the series, the instance itself) and a
-deadlock on the counters besides. With 5, one of 32 concurrent writers of a new study ran out
-once in CI (tests/test_concurrency.py, "the instance could not be processed")."""
+once, can lose several in a row (the patient, the study, the series, the instance itself) and
+deadlock on the counters besides: logged in tests/test_concurrency.py on PostgreSQL, races lost
+on the patient, then the series, then the instance, then deadlocks, a fourth attempt failing.
+With 5, one writer ran out once in CI: its client got "the instance could not be processed"
+for an instance that was stored."""
 
 
 class Outcome(enum.Enum):
