@@ -35,7 +35,7 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class FileBlobStore:
-    """Durable, atomic, content-addressed files (temp file, fsync, rename, fsync dir)."""
+    """Durable, atomic, content-addressed files (spool, fsync, hard link, fsync dir)."""
 
     def __init__(self, root: Path, *, direct: bool = False) -> None:
         self.root = root
@@ -84,8 +84,7 @@ class FileBlobStore:
         spool.finish()
         key = spool.digest
         try:
-            for directory in _link(spool.path, self._path(key)):
-                _fsync_dir(directory)
+            _link_durably(spool.path, self._path(key))
         except OSError as exc:
             spool.discard()
             raise StorageFailure(f"could not store blob: {exc.strerror}") from exc
@@ -176,12 +175,12 @@ _REMOVING = ".removing"
 """Suffix of a blob :meth:`FileBlobStore.remove` holds in ``tmp/`` while it asks the index."""
 
 
-def _link(source: Path, target: Path) -> list[Path]:
+def _link_durably(source: Path, target: Path) -> None:
     """Give ``source`` the name ``target`` too (left alone when it exists: the same bytes, as
-    its name is their digest); returns the folders whose entries must be fsynced for the name to
-    be durable: the target's folder (also when the name was there: whoever made it may not have
-    fsynced it yet) and, for each folder created on the way (only when missing: no mkdir call
-    per store once they exist), the one holding it."""
+    its name is their digest) and make the name durable: fsync the target's folder (also when
+    the name was there: whoever made it may not have fsynced it yet) and, for each folder
+    created on the way (only when missing: no mkdir call per store once they exist), the one
+    holding it."""
     created: list[Path] = []
     try:
         _link_unless_there(source, target)
@@ -190,7 +189,8 @@ def _link(source: Path, target: Path) -> list[Path]:
             raise
         created = _make_folders(target.parent)
         _link_unless_there(source, target)
-    return [target.parent, *(folder.parent for folder in created)]
+    for directory in [target.parent, *(folder.parent for folder in created)]:
+        _fsync_dir(directory)
 
 
 def _link_unless_there(source: Path, target: Path) -> None:
@@ -203,13 +203,10 @@ def _put_back(held: Path, target: Path) -> None:
     A held blob already gone is fine when its name is back: a process opening the store put it
     back meanwhile."""
     try:
-        directories = _link(held, target)
+        _link_durably(held, target)
     except FileNotFoundError:
-        if target.exists():
-            return
-        raise
-    for directory in directories:
-        _fsync_dir(directory)
+        if not target.exists():
+            raise
 
 
 def _make_folders(folder: Path) -> list[Path]:
