@@ -19,7 +19,7 @@ BATCH = 8 * 1024 * 1024
 """Bytes of consecutive stored parts read in one go (one thread hop, one write to the socket)."""
 OPEN_BATCH = 32 * 1024 * 1024
 OPEN_FILES = 64
-"""Stored parts opened in one go for the server to sendfile(2): nothing is read, so more bytes
+"""Stored parts opened in one go for the server to send: nothing is read, so more bytes
 than :data:`BATCH` (fewer thread hops); the file count bounds the descriptors a response holds
 (two batches: the one being sent and the next), however small its instances."""
 CRLF = b"\r\n"
@@ -156,7 +156,7 @@ class Opened:
 
 def open_parts(blobs: BlobStore, renditions: Sequence[Rendition], numbers: range) -> list[Opened]:
     """The stored files of parts ``numbers``, open and checked against their indexed size, for the
-    server to send with ``sendfile(2)``. The caller closes them; on a failure none stay open."""
+    server to send itself (web/zerocopy.py). The caller closes them; on a failure none stay open."""
     files: list[Opened] = []
     try:
         for number in numbers:
@@ -215,7 +215,8 @@ def cache_in_large_pieces(fd: int, size: int) -> bool:
     was 10-20% slower than sending pages its writing had filled (``direct_writes`` stores past
     the cache; any file evicted and read again is the same). Faulting it in through a mapping
     marked ``MADV_HUGEPAGE`` makes the kernel read ahead in folios of up to 2 MiB instead: a
-    full-study WADO-RS of such files streamed as fast as of cached ones (/tmp/drv/sf.py).
+    full-study WADO-RS of such files streamed as fast as of cached ones (/tmp/drv/sf.py; measured
+    when the server sent files with ``sendfile``; it now maps them, web/zerocopy.py).
     A file already cached costs one ``preadv2(RWF_NOWAIT)`` of a byte to find that out. A file
     larger than ``POPULATE_MAX`` (whose first bytes should not wait for all of it), and any file
     where the kernel lacks one of these calls, is left to ordinary readahead (``WILLNEED``)."""
