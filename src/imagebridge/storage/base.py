@@ -186,8 +186,12 @@ def _writev_all(fd: int, views: list[memoryview]) -> None:
 
 BLOCK = 4096
 """``O_DIRECT`` writes whole blocks from aligned memory (4096 covers 512- and 4096-byte disks)."""
-DIRECT_BUFFER = 256 * 1024
-"""Bytes gathered before one ``O_DIRECT`` write."""
+DIRECT_BUFFER = 1024 * 1024
+"""Bytes gathered before one ``O_DIRECT`` write. A CT slice (~512 KiB) goes in one write instead of
+three (256 KiB buffers): two system calls and two waits for the disk fewer per instance; STOW-RS
+of the bench CT with 4 clients, side by side, 439 -> 465 and 439 -> 458 instances/s (medians of 12
+alternating rounds; all 24 rounds faster). A buffer's pages are touched only as far as
+instances fill it."""
 _IDLE_BUFFERS = 8
 _buffers: list[mmap.mmap] = []
 _buffers_lock = threading.Lock()
