@@ -62,8 +62,8 @@ def mapped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = ZeroCopySender._map
 
-    def counting(self: ZeroCopySender, fd: int, size: int) -> mmap.mmap | None:
-        made = real(self, fd, size)
+    def counting(self: ZeroCopySender, fd: int, offset: int, length: int) -> mmap.mmap | None:
+        made = real(self, fd, offset, length)
         sizes.append(-1 if made is None else len(made))
         return made
 

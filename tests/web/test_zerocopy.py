@@ -121,8 +121,8 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Seen:
     real_sendfile, real_writable, real_init = os.sendfile, ZeroCopySender._writable, ZeroCopySender.__init__
     real_map = ZeroCopySender._map
 
-    def map_file(self: ZeroCopySender, fd: int, size: int) -> mmap.mmap | None:
-        mapped = real_map(self, fd, size)
+    def map_file(self: ZeroCopySender, fd: int, offset: int, length: int) -> mmap.mmap | None:
+        mapped = real_map(self, fd, offset, length)
         if mapped is not None:
             seen.mapped.append(len(mapped))
         return mapped
@@ -203,6 +203,30 @@ def test_a_batch_is_each_prefix_then_its_file_in_order(
     assert response.content == expected
     assert seen.mapped == [3 * MiB, 100 + 4 * MiB, 1]  # the empty part maps nothing
     assert seen.sendfile == []
+
+
+def test_parts_larger_than_the_mapping_limit_are_sent_with_sendfile(
+    app: App, contents: dict[str, bytes], seen: Seen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zerocopy, "MAP_MAX", 3 * MiB)
+    expected = _expected(contents)
+    response = httpx.get(app.script(_batch(), len(expected)), timeout=30)
+    assert response.content == expected
+    assert seen.mapped == [3 * MiB, 1]
+    assert sum(seen.sendfile) == 4 * MiB
+
+
+def test_a_part_far_into_its_file_maps_only_the_pages_it_needs(
+    app: App, contents: dict[str, bytes], seen: Seen
+) -> None:
+    def step(opened: dict[str, BinaryIO]) -> list[dict[str, Any]]:
+        parts = [(b"<b>", opened["b"], 3 * 4096 + 10, 1000), (b"<a>", opened["a"], 4096, 4096)]
+        return [{"type": EXTENSION, "parts": parts, "more_body": False}]
+
+    expected = b"<b>" + contents["b"][12298:13298] + b"<a>" + contents["a"][4096:8192]
+    response = httpx.get(app.script(step, len(expected)), timeout=30)
+    assert response.content == expected
+    assert seen.mapped == [1010, 4096]
 
 
 def test_a_file_that_cannot_be_mapped_is_sent_with_sendfile(
@@ -390,7 +414,7 @@ def test_a_part_taken_a_few_bytes_at_a_time_is_its_prefix_then_its_range(
     monkeypatch.setattr(sender, "_writable", writable)
     sock = Trickle()
     with path.open("rb") as fh:
-        mapped = sender._map(fh.fileno(), 1000)
+        mapped = sender._map(fh.fileno(), 0, 1000)
         assert mapped is not None
         asyncio.run(sender._write_part(sock, b"<prefix>", mapped, 100, 1000))  # type: ignore[arg-type]
         mapped.close()  # no view of the mapping is left

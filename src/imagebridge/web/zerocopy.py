@@ -17,11 +17,12 @@ non-blocking socket, through a duplicate of its descriptor (uvloop refuses to wa
 of its transports owns; the duplicate can be watched, and cannot be reused for another connection
 while we hold it). When the socket is full the loop waits until it is writable again.
 Why not ``sendfile(2)``, which this used first: on loopback (Linux 6.18, this VM), a full-study
-WADO-RS sent that way ran at 1.9-2.1 GB/s, and 2.1-2.2 GB/s mapped (medians of 30-40 requests
-each, alternating between two servers); a bare loop over the same files, 2.3 vs 3.3 GB/s. The
+WADO-RS of the bench CT sent that way ran at 1.9-2.1 GB/s, and at 2.2-2.25 GB/s mapped (medians
+of 30-40 requests in three runs alternating between two servers); a bare loop over the same
+files, 2.3 vs 3.3 GB/s. The
 kernel copies either way (the receiver copies out of the spliced page cache pages), and pages
-spliced 16 at a time cost more than one copy from a mapping. A file its file system will not
-map is still sent with ``sendfile``.
+spliced 16 at a time cost more than one copy from a mapping. Parts larger than :data:`MAP_MAX`,
+and files their file system will not map, are still sent with ``sendfile``.
 A client that goes away makes ``send`` raise :class:`~uvicorn.protocols.utils.ClientDisconnected`
 (an ``OSError``, as ASGI 2.4 asks); a file that ends early or cannot be read closes the connection
 after one log line (the Content-Length cannot be met) and raises the same.
@@ -58,6 +59,11 @@ _LAST = int(socket.MSG_NOSIGNAL)
 _MORE = int(socket.MSG_MORE | socket.MSG_NOSIGNAL)
 """``send`` flags as plain ints: or-ing the ``socket.MsgFlag`` members per call costs microseconds."""
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+MAP_MAX = 16 * 1024 * 1024
+"""Parts up to this size are mapped and sent; larger ones go with ``sendfile``, so that a large
+instance is neither mapped into the process whole (its memory would count as ours) nor read
+from the disk by the event loop (the thread that opens a batch reads only smaller files into the
+cache before they are sent, ``retrieve.cache_in_large_pieces``)."""
 
 _log = logging.getLogger(__name__)
 
@@ -201,22 +207,23 @@ class ZeroCopySender:
         await self._drain()
         sock = self._socket()
         for prefix, fd, offset, count in spans:
-            mapped = self._map(fd, offset + count) if count else None
-            if count and mapped is None:  # its file system maps no files
+            start = offset % mmap.ALLOCATIONGRANULARITY  # where the part starts in its mapping
+            mapped = self._map(fd, offset - start, start + count) if 0 < count <= MAP_MAX - start else None
+            if count and mapped is None:  # a large part, or its file system maps no files
                 await self._write(sock, prefix, _MORE)
                 await self._sendfile(sock.fileno(), fd, offset, count)
                 continue
             try:
-                await self._write_part(sock, prefix, mapped, offset, offset + count)
+                await self._write_part(sock, prefix, mapped, start, start + count)
             finally:
                 if mapped is not None:
                     mapped.close()
 
-    def _map(self, fd: int, size: int) -> mmap.mmap | None:
-        """The file's first ``size`` bytes mapped read-only, all its pages at once; None when the
-        file cannot be mapped."""
+    def _map(self, fd: int, offset: int, length: int) -> mmap.mmap | None:
+        """``length`` bytes of the file from ``offset`` mapped read-only, all their pages at once;
+        None when the file cannot be mapped."""
         try:
-            return mmap.mmap(fd, size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
+            return mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=offset)
         except ValueError:  # mmap's own check: the file is shorter than that
             self._fail("the file ended early (it changed while being sent)")
         except OSError:
