@@ -185,34 +185,37 @@ def test_the_setting_decides_how_ingest_writes(folder: Path, direct: bool) -> No
         archive.close()
 
 
-def test_a_file_not_cached_is_read_into_the_cache_before_it_is_sent(folder: Path) -> None:
-    """WADO-RS's ``cache_in_large_pieces``: a file written past the cache is read into it (in one
-    go, before sendfile needs it); a cached one is only looked at."""
-    from imagebridge.services.retrieve import cache_in_large_pieces
-
-    data = os.urandom(2 * DIRECT_BUFFER + 5000)
+def _spooled(folder: Path, data: bytes) -> Path:
     spool = Spool(folder, direct=True)
     spool.write(data)
     spool.finish()
     assert _resident_pages(spool.path) <= 1
-    with spool.path.open("rb") as fh:
-        assert cache_in_large_pieces(fh.fileno(), len(data)) is True
-        assert _resident_pages(spool.path) == -(-len(data) // mmap.PAGESIZE)
-        assert cache_in_large_pieces(fh.fileno(), len(data)) is False
-        assert fh.read() == data
+    return spool.path
 
 
-def test_a_large_file_is_not_read_whole_before_it_is_sent(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_files_not_cached_are_read_into_the_cache_before_they_are_sent(folder: Path) -> None:
+    """WADO-RS's ``read_ahead``: files written past the cache are in it when it returns (the
+    event loop sending them never waits for the disk); cached ones are only looked at."""
+    from imagebridge.services.retrieve import read_ahead
+
+    contents = [os.urandom(2 * DIRECT_BUFFER + 5000), os.urandom(3000)]
+    paths = [_spooled(folder, data) for data in contents]
+    with paths[0].open("rb") as first, paths[1].open("rb") as second:
+        files = [(first.fileno(), len(contents[0])), (second.fileno(), len(contents[1]))]
+        assert read_ahead(files) == [True, True]
+        assert [_resident_pages(p) for p in paths] == [-(-len(d) // mmap.PAGESIZE) for d in contents]
+        assert read_ahead(files) == [False, False]
+        assert [first.read(), second.read()] == contents
+
+
+def test_a_large_file_is_only_read_ahead(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Larger than ``CACHED_BEFORE_SENDING``: its first bytes should not wait for all of it."""
     from imagebridge.services import retrieve
 
-    monkeypatch.setattr(retrieve, "POPULATE_MAX", DIRECT_BUFFER)
-    mapped: list[int] = []
-    monkeypatch.setattr(retrieve.mmap, "mmap", lambda *args, **kwargs: mapped.append(1))
-    spool = Spool(folder, direct=True)
-    spool.write(os.urandom(DIRECT_BUFFER + 1))
-    spool.finish()
-    with spool.path.open("rb") as fh:
-        assert retrieve.cache_in_large_pieces(fh.fileno(), DIRECT_BUFFER + 1) is False
-    assert mapped == []
+    monkeypatch.setattr(retrieve, "CACHED_BEFORE_SENDING", DIRECT_BUFFER)
+    waited: list[int] = []
+    monkeypatch.setattr(retrieve, "_wait_cached", lambda fd, size: waited.append(size))
+    path = _spooled(folder, os.urandom(DIRECT_BUFFER + 1))
+    with path.open("rb") as fh:
+        assert retrieve.read_ahead([(fh.fileno(), DIRECT_BUFFER + 1), (fh.fileno(), 0)]) == [True, False]
+    assert waited == []

@@ -62,8 +62,8 @@ _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 MAP_MAX = 16 * 1024 * 1024
 """Parts up to this size are mapped and sent; larger ones go with ``sendfile``, so that a large
 instance is neither mapped into the process whole (its memory would count as ours) nor read
-from the disk by the event loop (the thread that opens a batch reads only smaller files into the
-cache before they are sent, ``retrieve.cache_in_large_pieces``)."""
+from the disk by the event loop (the thread that opens a batch has only smaller files read into
+the cache before they are sent, ``retrieve.read_ahead``)."""
 
 _log = logging.getLogger(__name__)
 
