@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -213,7 +214,8 @@ def read_ahead(files: Sequence[tuple[int, int]]) -> list[bool]:
     Every file not cached is first asked of the disk at once (``POSIX_FADV_WILLNEED``: the disk
     gets many reads in flight), then each is waited for (``sendfile`` to ``/dev/null``, which
     copies nothing), so that the event loop sending them never waits for the disk. A file whose
-    first page is cached (written or read recently) costs one ``preadv2(RWF_NOWAIT)`` of a byte.
+    first page is cached (written or read recently) costs one ``preadv2(RWF_NOWAIT)`` of a byte
+    and is taken to be cached whole.
 
     This replaced faulting each file in through a mapping marked ``MADV_HUGEPAGE`` (large folios,
     which ``sendfile`` had sent 10-20% faster): reading one file after another that way streamed
@@ -242,16 +244,22 @@ def _first_page_cached(fd: int) -> bool:
 
 
 _null: int | None = None
+_null_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    global _null
+    with _null_lock:
+        if _null is None:
+            _null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        return _null
 
 
 def _wait_cached(fd: int, size: int) -> None:
     """Until every page of the file is in the cache (reads it there if no read is under way)."""
-    global _null
-    if _null is None:
-        _null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    offset = 0
+    null, offset = _devnull(), 0
     try:
-        while offset < size and (sent := os.sendfile(_null, fd, offset, size - offset)):
+        while offset < size and (sent := os.sendfile(null, fd, offset, size - offset)):
             offset += sent
     except OSError:
         return  # the sender reads it itself (and reports a file it cannot read)
