@@ -59,7 +59,9 @@ def test_peer_commands(tmp_path: Path) -> None:
 def test_dicom_commands_against_the_listener(
     lone: Archive, listener: Listener, sample_folder: Path, tmp_path: Path
 ) -> None:
-    server: DimseServer = listener(dicom_dimse_timeout=20.0)
+    # A CLI process (imports, file reads) can leave more than the fixture's 1 s between PDUs on a
+    # loaded machine; CI once saw the listener time the association out mid-send.
+    server: DimseServer = listener(dicom_dimse_timeout=20.0, dicom_network_timeout=20.0)
     cli = Cli(tmp_path / "cli")
     cli("peer", "add", "archive", "--aet", AET, "--host", "127.0.0.1", "--port", str(server.port))
     assert "C-ECHO ok" in cli("dicom", "echo", "archive")
