@@ -65,6 +65,8 @@ instance is neither mapped into the process whole (its memory would count as our
 from the disk by the event loop (the thread that opens a batch has only smaller files read into
 the cache before they are sent, ``retrieve.read_ahead``)."""
 
+_ENDED_EARLY = "the file ended early (it changed while being sent)"
+
 _log = logging.getLogger(__name__)
 
 HOOKED = callable(getattr(HttpToolsProtocol, "_start_asgi_task", None))
@@ -225,7 +227,7 @@ class ZeroCopySender:
         try:
             return mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=offset)
         except ValueError:  # mmap's own check: the file is shorter than that
-            self._fail("the file ended early (it changed while being sent)")
+            self._fail(_ENDED_EARLY)
         except OSError:
             return None
 
@@ -244,7 +246,7 @@ class ZeroCopySender:
                 continue
             except OSError as exc:
                 if exc.errno == errno.EFAULT:  # a mapped page is past the file's end now
-                    self._fail("the file ended early (it changed while being sent)")
+                    self._fail(_ENDED_EARLY)
                 self._disconnected(exc)
             self.cycle.expected_content_length -= sent
             from_prefix = min(sent, len(prefix) - done)
@@ -276,7 +278,7 @@ class ZeroCopySender:
             except OSError as exc:
                 self._fail(f"the file could not be read ({exc.strerror})")
             if sent == 0:
-                self._fail("the file ended early (it changed while being sent)")
+                self._fail(_ENDED_EARLY)
             offset += sent
             cycle.expected_content_length -= sent
 
@@ -332,7 +334,7 @@ class ZeroCopySender:
         except OSError as exc:
             self._fail(f"the file could not be read ({exc.strerror})")
         if not data:
-            self._fail("the file ended early (it changed while being sent)")
+            self._fail(_ENDED_EARLY)
         return data
 
     def _fail(self, reason: str) -> NoReturn:
