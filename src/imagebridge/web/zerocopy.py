@@ -55,9 +55,8 @@ class SupportsFileno(Protocol):
 Part = tuple[bytes, SupportsFileno, int | None, int | None]
 """One entry of ``parts``: framing bytes, then ``count`` bytes of the file from ``offset``."""
 _Span = tuple[bytes, int, int, int]
-_LAST = int(socket.MSG_NOSIGNAL)
-_MORE = int(socket.MSG_MORE | socket.MSG_NOSIGNAL)
-"""``send`` flags as plain ints: or-ing the ``socket.MsgFlag`` members per call costs microseconds."""
+_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+"""The ``sendmsg`` flag as a plain int: or-ing ``socket.MsgFlag`` members per call costs microseconds."""
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 MAP_MAX = 16 * 1024 * 1024
 """Parts up to this size are mapped and sent; larger ones go with ``sendfile``, so that a large
@@ -212,7 +211,7 @@ class ZeroCopySender:
             start = offset % mmap.ALLOCATIONGRANULARITY  # where the part starts in its mapping
             mapped = self._map(fd, offset - start, start + count) if 0 < count <= MAP_MAX - start else None
             if count and mapped is None:  # a large part, or its file system maps no files
-                await self._write(sock, prefix, _MORE)
+                await self._write_part(sock, prefix, None, 0, 0)
                 await self._sendfile(sock.fileno(), fd, offset, count)
                 continue
             try:
@@ -240,7 +239,9 @@ class ZeroCopySender:
         while done < len(prefix) or start < end:
             try:
                 with memoryview(mapped if mapped is not None else b"") as whole, whole[start:end] as rest:
-                    sent = sock.sendmsg([prefix[done:], rest] if done < len(prefix) else [rest], (), _LAST)
+                    sent = sock.sendmsg(
+                        [prefix[done:], rest] if done < len(prefix) else [rest], (), _NOSIGNAL
+                    )
             except BlockingIOError:
                 await self._writable()
                 continue
@@ -252,17 +253,6 @@ class ZeroCopySender:
             from_prefix = min(sent, len(prefix) - done)
             done += from_prefix
             start += sent - from_prefix
-
-    async def _write(self, sock: socket.socket, data: bytes, flags: int) -> None:
-        sent = 0
-        while sent < len(data):
-            try:
-                sent += sock.send(data[sent:] if sent else data, flags)
-            except BlockingIOError:
-                await self._writable()
-            except OSError as exc:
-                self._disconnected(exc)
-        self.cycle.expected_content_length -= sent
 
     async def _sendfile(self, out: int, fd: int, offset: int, count: int) -> None:
         cycle = self.cycle
