@@ -1,5 +1,5 @@
-"""Full-study WADO-RS through the server's ``http.response.zerocopy`` extension (each file mapped
-and sent by the server), each batch of files handed to the server in one message.
+"""Full-study WADO-RS through the server's ``http.response.zerocopy`` extension (sendfile), each
+batch of files handed to the server in one message.
 
 Large instances, so the socket fills and the server has to wait for the client; a client that
 leaves halfway, and a blob removed or cut short while the study is on its way, must leave no
@@ -12,9 +12,9 @@ import contextlib
 import hashlib
 import io
 import logging
-import mmap
 import os
 import socket
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -56,19 +56,20 @@ def big_study(module_url: str) -> tuple[str, list[bytes]]:
 
 
 @pytest.fixture
-def mapped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of each file the server mapped to send (it runs in this process, on its own
-    thread)."""
-    sizes: list[int] = []
-    real = ZeroCopySender._map
+def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes each ``os.sendfile`` call sent to a socket (the server runs in this process, on its
+    own thread; reading files into the cache, ``retrieve.read_ahead`` sends them to ``/dev/null``)."""
+    calls: list[int] = []
+    real = os.sendfile
 
-    def counting(self: ZeroCopySender, fd: int, offset: int, length: int) -> mmap.mmap | None:
-        made = real(self, fd, offset, length)
-        sizes.append(-1 if made is None else len(made))
-        return made
+    def counting(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real(out_fd, in_fd, offset, count)
+        if stat.S_ISSOCK(os.fstat(out_fd).st_mode):
+            calls.append(sent)
+        return sent
 
-    monkeypatch.setattr(ZeroCopySender, "_map", counting)
-    return sizes
+    monkeypatch.setattr(os, "sendfile", counting)
+    return calls
 
 
 @pytest.fixture
@@ -158,10 +159,10 @@ def _read_to_end(sock: socket.socket) -> int:
     ("batch", "most", "expected"),
     [(retrieve.OPEN_BATCH, retrieve.OPEN_FILES, [6]), (5 << 20, 64, [2, 2, 2]), (1 << 30, 4, [4, 2])],
 )
-def test_study_is_the_stored_bytes_each_file_mapped_one_message_per_batch(
+def test_study_is_the_stored_bytes_sent_with_sendfile_one_message_per_batch(
     module_url: str,
     big_study: tuple[str, list[bytes]],
-    mapped: list[int],
+    sendfile_calls: list[int],
     messages: list[dict[str, object]],
     monkeypatch: pytest.MonkeyPatch,
     batch: int,
@@ -177,7 +178,7 @@ def test_study_is_the_stored_bytes_each_file_mapped_one_message_per_batch(
     boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0]
     assert response.content == _multipart_body(boundary, files)
     assert int(response.headers["content-length"]) == len(response.content)
-    assert mapped == [len(f) for f in files]
+    assert sum(sendfile_calls) == sum(len(f) for f in files)
     assert [len(m["parts"]) for m in messages] == expected  # type: ignore[arg-type]
 
 
@@ -253,8 +254,8 @@ def test_a_blob_changed_under_the_stream_closes_the_connection_after_one_line(
     batch: int,
 ) -> None:
     """Removed before the server opened it, or truncated: every file after the first is cut
-    short while the client is not reading, so whichever one the server has open (the copy from
-    its mapping faults, in the middle of a batch of several files when batches are large) or opens next
+    short while the client is not reading, so whichever one the server has open (sendfile finds
+    it short, in the middle of a batch of several files when batches are large) or opens next
     (its size is checked) fails, however much the socket buffers took."""
     monkeypatch.setattr(retrieve, "OPEN_BATCH", batch)
     study_uid, files = _store_study(module_url, 12)
@@ -284,7 +285,7 @@ def test_a_blob_changed_under_the_stream_closes_the_connection_after_one_line(
 
 
 def test_a_server_without_the_extension_sends_the_same_bytes(
-    module_archive: Archive, big_study: tuple[str, list[bytes]], mapped: list[int]
+    module_archive: Archive, big_study: tuple[str, list[bytes]], sendfile_calls: list[int]
 ) -> None:
     running = BackgroundServer(create_app(module_archive))
     running.server.config.http = "httptools"
@@ -296,4 +297,4 @@ def test_a_server_without_the_extension_sends_the_same_bytes(
         running.stop()
     assert int(response.headers["content-length"]) == len(response.content)
     assert _parts(response) == big_study[1]
-    assert mapped == []
+    assert sendfile_calls == []

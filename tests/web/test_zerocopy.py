@@ -1,6 +1,5 @@
 """The server's ``http.response.zerocopy`` extension, batched form: many files in one message,
-each after its framing bytes, sent from a read-only mapping of the file (or with sendfile(2) when
-the file cannot be mapped) by a real server on 127.0.0.1.
+each after its framing bytes, sent with sendfile(2) by a real server on 127.0.0.1.
 
 Files of a few MiB and a client with a small receive buffer, so the socket fills and the
 server has to wait for it; a client that leaves, and a file shorter than the part says.
@@ -8,9 +7,7 @@ server has to wait for it; a client that leaves, and a file shorter than the par
 
 from __future__ import annotations
 
-import errno
 import logging
-import mmap
 import os
 import socket
 import struct
@@ -18,14 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import httpx
 import pytest
 from fastapi import FastAPI, Response
 
-from imagebridge.web import zerocopy
 from imagebridge.web.server import BackgroundServer
 from imagebridge.web.zerocopy import EXTENSION, ZeroCopySender
 
@@ -104,11 +99,9 @@ def app(files: dict[str, Path]) -> Iterator[App]:
 
 @dataclass
 class Seen:
-    """What the server did (it runs in this process): the size of each file mapping it made and
-    the bytes of each sendfile call, waits for a full socket, and the zero-copy senders made (one
-    per response)."""
+    """What the server did (it runs in this process): bytes per sendfile call, waits for a full
+    socket, and the zero-copy senders made (one per response)."""
 
-    mapped: list[int] = field(default_factory=list)
     sendfile: list[int] = field(default_factory=list)
     waits: int = 0
     senders: list[ZeroCopySender] = field(default_factory=list)
@@ -118,13 +111,6 @@ class Seen:
 def seen(monkeypatch: pytest.MonkeyPatch) -> Seen:
     seen = Seen()
     real_sendfile, real_writable, real_init = os.sendfile, ZeroCopySender._writable, ZeroCopySender.__init__
-    real_map = ZeroCopySender._map
-
-    def map_file(self: ZeroCopySender, fd: int, offset: int, length: int) -> mmap.mmap | None:
-        mapped = real_map(self, fd, offset, length)
-        if mapped is not None:
-            seen.mapped.append(len(mapped))
-        return mapped
 
     def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
         sent = real_sendfile(out_fd, in_fd, offset, count)
@@ -140,7 +126,6 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Seen:
         seen.senders.append(self)
 
     monkeypatch.setattr(os, "sendfile", sendfile)
-    monkeypatch.setattr(ZeroCopySender, "_map", map_file)
     monkeypatch.setattr(ZeroCopySender, "_writable", writable)
     monkeypatch.setattr(ZeroCopySender, "__init__", init)
     return seen
@@ -200,46 +185,7 @@ def test_a_batch_is_each_prefix_then_its_file_in_order(
     response = httpx.get(app.script(_batch(), len(expected)), timeout=30)
     assert response.status_code == 200
     assert response.content == expected
-    assert seen.mapped == [3 * MiB, 100 + 4 * MiB, 1]  # the empty part maps nothing
-    assert seen.sendfile == []
-
-
-def test_parts_larger_than_the_mapping_limit_are_sent_with_sendfile(
-    app: App, contents: dict[str, bytes], seen: Seen, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(zerocopy, "MAP_MAX", 3 * MiB)
-    expected = _expected(contents)
-    response = httpx.get(app.script(_batch(), len(expected)), timeout=30)
-    assert response.content == expected
-    assert seen.mapped == [3 * MiB, 1]
-    assert sum(seen.sendfile) == 4 * MiB
-
-
-def test_a_part_far_into_its_file_maps_only_the_pages_it_needs(
-    app: App, contents: dict[str, bytes], seen: Seen
-) -> None:
-    def step(opened: dict[str, BinaryIO]) -> list[dict[str, Any]]:
-        parts = [(b"<b>", opened["b"], 3 * 4096 + 10, 1000), (b"<a>", opened["a"], 4096, 4096)]
-        return [{"type": EXTENSION, "parts": parts, "more_body": False}]
-
-    expected = b"<b>" + contents["b"][12298:13298] + b"<a>" + contents["a"][4096:8192]
-    response = httpx.get(app.script(step, len(expected)), timeout=30)
-    assert response.content == expected
-    assert seen.mapped == [1010, 4096]
-
-
-def test_a_file_that_cannot_be_mapped_is_sent_with_sendfile(
-    app: App, contents: dict[str, bytes], seen: Seen, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def unmappable(*args: object, **kwargs: object) -> mmap.mmap:
-        raise OSError(errno.ENODEV, "No such device")
-
-    monkeypatch.setattr(zerocopy.mmap, "mmap", unmappable)
-    expected = _expected(contents)
-    response = httpx.get(app.script(_batch(), len(expected)), timeout=30)
-    assert response.content == expected
-    assert seen.mapped == []
-    assert sum(seen.sendfile) == 3 * MiB + 4 * MiB + 1
+    assert sum(seen.sendfile) == len(expected) - len(b"<a><b from 100><empty><end>")
 
 
 def test_the_last_message_of_a_response_can_be_a_batch(app: App, contents: dict[str, bytes]) -> None:
@@ -275,7 +221,7 @@ def test_bytes_the_transport_still_holds_go_out_first_and_a_full_socket_is_waite
     time.sleep(0.2)
     assert _read_slowly(sock) == expected
     assert int(headers["content-length"]) == len(expected)
-    assert seen.waits and seen.mapped
+    assert seen.waits and seen.sendfile
 
 
 def test_chunked_responses_get_the_batch_as_body_messages(
@@ -284,7 +230,7 @@ def test_chunked_responses_get_the_batch_as_body_messages(
     response = httpx.get(app.script(_batch(), None), timeout=30)
     assert response.headers["transfer-encoding"] == "chunked"
     assert response.content == _expected(contents)
-    assert seen.mapped == seen.sendfile == []
+    assert seen.sendfile == []
 
 
 def test_head_sends_no_body_and_reads_no_file(app: App, contents: dict[str, bytes], seen: Seen) -> None:
@@ -293,7 +239,7 @@ def test_head_sends_no_body_and_reads_no_file(app: App, contents: dict[str, byte
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(expected))
     assert response.content == b""
-    assert seen.mapped == seen.sendfile == []
+    assert seen.sendfile == []
 
 
 def test_a_batch_longer_than_the_content_length_is_refused_before_a_byte_is_sent(
@@ -344,7 +290,7 @@ def test_a_file_shorter_than_its_part_closes_the_connection_after_one_line(
     length = 3 + 3 * MiB + 3 + 1000 + 3 + 10
     sock, _ = _raw_get(app.script(step, length))
     received = _read_slowly(sock)
-    assert received == b"<a>" + contents["a"]  # mapping "c" finds it short, before its prefix goes
+    assert received == b"<a>" + contents["a"] + b"<c>" + contents["c"]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.name for r in warnings] == ["imagebridge.web.zerocopy"]
     assert "ended early" in warnings[0].getMessage() and warnings[0].exc_info is None
@@ -382,43 +328,3 @@ def test_a_client_leaving_mid_batch_ends_the_response_and_frees_the_socket(
 def _ended(senders: list[ZeroCopySender]) -> bool:
     """Every response gave its duplicate of the socket back and knows the client left."""
     return all(s.sock is None and s.cycle.disconnected for s in senders)
-
-
-class Trickle:
-    """A socket that takes at most 7 bytes a call and is full every other call."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.calls = 0
-
-    def sendmsg(self, buffers: list[bytes | memoryview], ancdata: object, flags: int) -> int:
-        self.calls += 1
-        if self.calls % 2 == 0:
-            raise BlockingIOError
-        data = b"".join(bytes(b) for b in buffers)[:7]
-        self.received += data
-        return len(data)
-
-
-def test_a_part_taken_a_few_bytes_at_a_time_is_its_prefix_then_its_range(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(bytes(range(256)) * 4)
-    sender = ZeroCopySender(SimpleNamespace(expected_content_length=10_000))  # type: ignore[arg-type]
-
-    async def writable() -> None:
-        return None
-
-    monkeypatch.setattr(sender, "_writable", writable)
-    sock = Trickle()
-    with path.open("rb") as fh:
-        mapped = sender._map(fh.fileno(), 0, 1000)
-        assert mapped is not None
-        writing = sender._write_part(sock, b"<prefix>", mapped, 100, 1000)  # type: ignore[arg-type]
-        with pytest.raises(StopIteration):  # nothing in it suspends: no event loop needed
-            writing.send(None)
-        mapped.close()  # no view of the mapping is left
-    assert bytes(sock.received) == b"<prefix>" + path.read_bytes()[100:1000]
-    assert sock.calls >= 2 * (908 // 7)  # every other call found the socket full
-    assert sender.cycle.expected_content_length == 10_000 - 908

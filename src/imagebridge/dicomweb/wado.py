@@ -6,7 +6,7 @@ thread hop and one socket write per batch, no copy between the file and the buff
 syntaxes are converted one instance at a time. When the server offers the ASGI
 ``http.response.zerocopy`` extension (``web/zerocopy.py``), stored files are not read at all:
 each batch is only opened in a worker thread and handed to the server in one message, which
-sends each part's framing and then the file itself.
+sends each part's framing and then the file with ``sendfile(2)``.
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ def read_ahead(files: Sequence[tuple[int, int]]) -> list[bool]:
     which ``sendfile`` had sent 10-20% faster): reading one file after another that way streamed
     a study of 4000 slices (2.1 GB) that was not in the cache at 690-840 MB/s, and this way at
     950-1,320 MB/s (medians of 2-3 alternating requests after ``drop_caches``, two servers side by
-    side); a study sent again from the cache is 10-13% slower (its pages are in smaller folios:
-    2.02 vs 2.31 GB/s, medians of 30 alternating requests)."""
+    side). A study sent again from the cache comes from smaller folios now: 10-13% slower on an
+    Intel VM when files were mapped and sent (2.02 vs 2.31 GB/s, medians of 30 alternating
+    requests), no slower with ``sendfile`` on an AMD VM (3.31 vs 3.13 GB/s, medians of 20)."""
     cold = [size > 0 and not _first_page_cached(fd) for fd, size in files]
     for (fd, _), read in zip(files, cold, strict=True):
         if read:

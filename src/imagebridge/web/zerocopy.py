@@ -3,26 +3,33 @@ bodies passed on without copying, see :class:`_Chunks`).
 
 An app that finds ``"http.response.zerocopy"`` in ``scope["extensions"]`` may send
 ``{"type": "http.response.zerocopy", "file": f, "offset": o, "count": n, "more_body": b}``
-(asgiref, HTTP extensions): the server hands ``n`` bytes of ``f`` from ``o`` to the socket itself,
-so the bytes go from the page cache to the socket without passing through Python.
+(asgiref, HTTP extensions): the server hands ``n`` bytes of ``f`` from ``o`` to the socket with
+``sendfile(2)``, so the bytes go from the page cache to the socket without passing through Python.
 One message may instead carry many files, each after some bytes of framing:
 ``{"type": "http.response.zerocopy", "parts": [(prefix, f, o, n), ...], "more_body": b}``; the
 server loops over them itself, so a multipart response costs one ASGI message per batch of files
 rather than two per file, each through every middleware.
 
-This runs beside uvloop's transport, on the event loop: the transport's write buffer is drained
-first (so bytes stay in order), then each file is mapped read-only (``MAP_POPULATE``: its pages
-are mapped in one call) and ``sendmsg`` sends its prefix and its bytes together on the
-non-blocking socket, through a duplicate of its descriptor (uvloop refuses to watch a socket one
-of its transports owns; the duplicate can be watched, and cannot be reused for another connection
-while we hold it). When the socket is full the loop waits until it is writable again.
-Why not ``sendfile(2)``, which this used first: on loopback (Linux 6.18, this VM), a full-study
-WADO-RS of the bench CT sent that way ran at 1.9-2.1 GB/s, and at 2.2-2.25 GB/s mapped (medians
-of 30-40 requests in three runs alternating between two servers); a bare loop over the same
-files, 2.3 vs 3.3 GB/s. The
-kernel copies either way (the receiver copies out of the spliced page cache pages), and pages
-spliced 16 at a time cost more than one copy from a mapping. Parts larger than :data:`MAP_MAX`,
-and files their file system will not map, are still sent with ``sendfile``.
+uvloop's transports offer no sendfile, so this runs beside the transport, on the event loop: the
+transport's write buffer is drained first (so bytes stay in order), then the prefixes are written
+(``MSG_MORE``, so they leave with the file's first bytes) and ``os.sendfile`` sends the files on
+the non-blocking socket, through a duplicate of its descriptor (uvloop refuses to watch a socket
+one of its transports owns; the duplicate can be watched, and cannot be reused for another
+connection while we hold it). When the socket is full the loop waits until it is writable again.
+Why ``sendfile`` rather than mapping each file and sending it with ``sendmsg`` (which this did
+for a day): the socket copies a mapped file into its buffers, while ``sendfile`` hands it the
+page cache's pages (on loopback the receiver's copy out of them is the only one). How much that
+is worth depends on the host: a bare loop over the bench CT's 500 files (263 MB) to a
+raw-socket reader ran at 3.44 GB/s with ``sendfile`` and 2.65 GB/s mapped (``MAP_POPULATE``) on
+an AMD EPYC VM (sending from memory: 3.69), and the server's full-study WADO-RS at 3.31 against
+2.16 GB/s (medians of 20 alternating requests, two servers side by side); on an Intel Xeon VM
+mapping was ahead instead (bare loop 3.3 against 2.3 GB/s, the server 2.25 against 2.04). The
+one copy fewer, and the larger of the two differences, decided. Also measured on the AMD VM and
+not taken: splicing each part's framing and file through a 1 MiB pipe of the response's own
+(``splice(2)`` both ways, one socket write per file): 3-15% ahead of ``sendfile`` in a bare loop
+over files in the cache in large folios, level over files read in by ``retrieve.read_ahead``
+(small folios), and behind in the server (3.18 against 3.49 and 2.88 against 3.66 GB/s, medians
+of 30 alternating requests).
 A client that goes away makes ``send`` raise :class:`~uvicorn.protocols.utils.ClientDisconnected`
 (an ``OSError``, as ASGI 2.4 asks); a file that ends early or cannot be read closes the connection
 after one log line (the Content-Length cannot be met) and raises the same.
@@ -32,9 +39,7 @@ Plain TLS-less HTTP/1.1 only: the extension is not offered on TLS connections.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import mmap
 import os
 import socket
 from typing import Any, NoReturn, Protocol
@@ -55,14 +60,9 @@ class SupportsFileno(Protocol):
 Part = tuple[bytes, SupportsFileno, int | None, int | None]
 """One entry of ``parts``: framing bytes, then ``count`` bytes of the file from ``offset``."""
 _Span = tuple[bytes, int, int, int]
-_NOSIGNAL = int(socket.MSG_NOSIGNAL)
-"""The ``sendmsg`` flag as a plain int: or-ing ``socket.MsgFlag`` members per call costs microseconds."""
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-MAP_MAX = 16 * 1024 * 1024
-"""Parts up to this size are mapped and sent; larger ones go with ``sendfile``, so that a large
-instance is neither mapped into the process whole (its memory would count as ours) nor read
-from the disk by the event loop (the thread that opens a batch has only smaller files read into
-the cache before they are sent, ``retrieve.read_ahead``)."""
+_LAST = int(socket.MSG_NOSIGNAL)
+_MORE = int(socket.MSG_MORE | socket.MSG_NOSIGNAL)
+"""``send`` flags as plain ints: or-ing the ``socket.MsgFlag`` members per call costs microseconds."""
 
 _ENDED_EARLY = "the file ended early (it changed while being sent)"
 
@@ -208,51 +208,19 @@ class ZeroCopySender:
         await self._drain()
         sock = self._socket()
         for prefix, fd, offset, count in spans:
-            start = offset % mmap.ALLOCATIONGRANULARITY  # where the part starts in its mapping
-            mapped = self._map(fd, offset - start, start + count) if 0 < count <= MAP_MAX - start else None
-            if count and mapped is None:  # a large part, or its file system maps no files
-                await self._write_part(sock, prefix, None, 0, 0)
-                await self._sendfile(sock.fileno(), fd, offset, count)
-                continue
-            try:
-                await self._write_part(sock, prefix, mapped, start, start + count)
-            finally:
-                if mapped is not None:
-                    mapped.close()
+            await self._write(sock, prefix, _MORE if count else _LAST)
+            await self._sendfile(sock.fileno(), fd, offset, count)
 
-    def _map(self, fd: int, offset: int, length: int) -> mmap.mmap | None:
-        """``length`` bytes of the file from ``offset`` mapped read-only, all their pages at once;
-        None when the file cannot be mapped."""
-        try:
-            return mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=offset)
-        except ValueError:  # mmap's own check: the file is shorter than that
-            self._fail(_ENDED_EARLY)
-        except OSError:
-            return None
-
-    async def _write_part(
-        self, sock: socket.socket, prefix: bytes, mapped: mmap.mmap | None, start: int, end: int
-    ) -> None:
-        """``prefix``, then bytes ``start:end`` of ``mapped``, in as few ``sendmsg`` calls as the
-        socket takes. The views of the mapping last one call each, so it can be closed after."""
-        done = 0  # bytes of the prefix sent
-        while done < len(prefix) or start < end:
+    async def _write(self, sock: socket.socket, data: bytes, flags: int) -> None:
+        sent = 0
+        while sent < len(data):
             try:
-                with memoryview(mapped if mapped is not None else b"") as whole, whole[start:end] as rest:
-                    sent = sock.sendmsg(
-                        [prefix[done:], rest] if done < len(prefix) else [rest], (), _NOSIGNAL
-                    )
+                sent += sock.send(data[sent:] if sent else data, flags)
             except BlockingIOError:
                 await self._writable()
-                continue
             except OSError as exc:
-                if exc.errno == errno.EFAULT:  # a mapped page is past the file's end now
-                    self._fail(_ENDED_EARLY)
                 self._disconnected(exc)
-            self.cycle.expected_content_length -= sent
-            from_prefix = min(sent, len(prefix) - done)
-            done += from_prefix
-            start += sent - from_prefix
+        self.cycle.expected_content_length -= sent
 
     async def _sendfile(self, out: int, fd: int, offset: int, count: int) -> None:
         cycle = self.cycle
