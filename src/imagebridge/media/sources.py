@@ -30,7 +30,7 @@ from imagebridge.media.containers import (
     unsafe_name,
     zip_members,
 )
-from imagebridge.services.importer import Candidate
+from imagebridge.services.importer import Candidate, looks_like_dicom
 
 NOT_DICOM = "not a DICOM file"
 KINDS = {
@@ -80,7 +80,7 @@ def _single_file(path: Path, skipped: Skipped, notes: list[str]) -> Iterator[Can
     except OSError as exc:
         skipped.append((str(path), f"unreadable: {exc.strerror or exc}"))
         return
-    if _is_part10(head):
+    if looks_like_dicom(head):
         yield Candidate(str(path), size, lambda: path.open("rb"))
     elif head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):
         yield from _medium(str(path), "!", zip_members(path, str(path), skipped, size), skipped, notes)
@@ -93,10 +93,6 @@ def _single_file(path: Path, skipped: Skipped, notes: list[str]) -> Iterator[Can
 def _head_of(path: Path) -> bytes:
     with path.open("rb") as fp:
         return fp.read(132)
-
-
-def _is_part10(head: bytes) -> bool:
-    return len(head) >= 132 and head[128:132] == b"DICM"
 
 
 def _medium(
@@ -160,7 +156,7 @@ def _scanned(
         yield from _nested(name, member, skipped, notes)
         return
     kind = _kind(member.name)
-    if kind is not None and not _member_is_part10(member):
+    if kind is not None and not _member_looks_like_dicom(member):
         skipped.append((name, kind))
         return
     yield _candidate(label, sep, member)
@@ -190,10 +186,10 @@ def _seekable(member: Member, name: str, skipped: Skipped) -> io.BufferedIOBase 
     return stream  # type: ignore[return-value]  # zip members and ISO files seek (slowly if deflated)
 
 
-def _member_is_part10(member: Member) -> bool:
+def _member_looks_like_dicom(member: Member) -> bool:
     try:
         with member.opener() as stream:
-            return _is_part10(stream.read(132))
+            return looks_like_dicom(stream.read(132))
     except (OSError, zipfile.BadZipFile, EOFError):
         return False
 
