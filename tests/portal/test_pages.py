@@ -11,6 +11,7 @@ import pytest
 
 from imagebridge.auth.users import MAX_FAILURES, Role, Users
 from imagebridge.fhir.index import fhir_id
+from imagebridge.index import access
 from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
 
 
@@ -207,3 +208,26 @@ def test_a_patient_finds_import_and_is_told_what_happens_to_her_upload(site: Sit
 
     staff = signed_in(site, "dr.grey").get("/portal/import")
     assert "What happens to your upload" not in staff.text and 'id="f-source"' in staff.text
+
+
+def test_restricted_and_excluded_studies_stay_off_the_lists_of_those_who_may_not_see_them(site: Site) -> None:
+    """The portal lists and opens studies by the same rules as DICOMweb: a restricted study is
+    for the patient and administrators only, an excluded one is hidden from that user."""
+    engine = site.archive.engine
+    restricted = site.anna_studies["JPEG2000.dcm"]
+    excluded = site.anna_studies["MR_small_RLE.dcm"]
+    access.restrict(engine, restricted, "mental health", "sensitive", by="admin")
+    access.exclude(engine, "carer", excluded, "asked by the patient")
+    for username in ("dr.grey", "carer"):
+        user = signed_in(site, username)
+        listed = user.get("/portal").text
+        assert restricted not in listed, username
+        assert user.get(f"/portal/studies/{restricted}").status_code == 404
+        assert user.get(f"/portal/download?study={restricted}").status_code == 404
+    carer = signed_in(site, "carer")
+    assert excluded not in carer.get("/portal").text
+    assert carer.get(f"/portal/studies/{excluded}").status_code == 404
+    assert excluded in signed_in(site, "dr.grey").get("/portal").text
+    anna, admin = signed_in(site, "anna").get("/portal").text, signed_in(site, "admin").get("/portal").text
+    assert restricted in anna and excluded in anna
+    assert restricted in admin

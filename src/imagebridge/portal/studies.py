@@ -1,8 +1,10 @@
 """What a principal may see, for the portal's pages: studies decided one by one by ``auth.policy``.
 
 The portal never widens access: it lists the studies of the patients the principal reaches
-(all patients for a clinician without a list), then asks :func:`imagebridge.auth.policy.decide`
-about each, so a share's study limit and every other rule apply exactly as on ``/dicomweb``.
+(all patients for a clinician without a list) that the SQL of :func:`imagebridge.index.access.visible`
+shows (restricted studies and a user's exclusions, as FHIR search does), then asks
+:func:`imagebridge.auth.policy.decide` about each; one study is decided on the same facts as on
+``/dicomweb`` (:func:`imagebridge.index.access.target`: owner, restriction, exclusions).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from sqlalchemy import ColumnElement
 
 from imagebridge.auth import policy
 from imagebridge.auth.policy import Principal
-from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow, fhir_id
+from imagebridge.dicom.matching import Level
+from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow
+from imagebridge.index import access
 from imagebridge.index.lookup import Target as StoredTarget
 from imagebridge.index.schema import fhir_patient_ids, studies
 from imagebridge.services.archive import Archive
@@ -45,6 +49,7 @@ def visible(archive: Archive, principal: Principal, *, patient: str | None = Non
         where.append(studies.c.study_uid.in_(principal.studies))
     if patient:
         where.append(fhir_patient_ids.c.fhir_id == patient)
+    where.append(access.visible(archive.engine, policy.reach(principal, "read"), Level.STUDY))
     rows = FhirIndex(archive.engine).studies(where)
     return [row for row in rows if policy.decide(principal, target(row)).allowed]
 
@@ -55,20 +60,18 @@ def target(row: StudyRow) -> policy.Target:
 
 def find(archive: Archive, principal: Principal, study_uid: str) -> StudyRow | None:
     """One study if the principal may read it (audited through ``policy.check``), else None."""
-    rows = FhirIndex(archive.engine).studies([studies.c.study_uid == study_uid])
-    if not rows:
+    facts = access.target(archive.engine, "read", study_uid)
+    if facts is None or not policy.check(principal, facts).allowed:
         return None
-    return rows[0] if policy.check(principal, target(rows[0])).allowed else None
+    rows = FhirIndex(archive.engine).studies([studies.c.study_uid == study_uid])
+    return rows[0] if rows else None
 
 
 def may_read(archive: Archive, principal: Principal, study_uid: str) -> bool:
     """Whether ``principal`` may read the study (one small query; not audited: the DICOMweb
     request that follows is)."""
-    found = archive.lookup.patient_of(study_uid)
-    if found is None:
-        return False
-    patient = policy.Target("ImagingStudy", "read", patient=fhir_id(*found), study_uid=study_uid)
-    return policy.decide(principal, patient).allowed
+    facts = access.target(archive.engine, "read", study_uid)
+    return facts is not None and policy.decide(principal, facts).allowed
 
 
 def patients_of(rows: list[StudyRow]) -> list[PatientRow]:
