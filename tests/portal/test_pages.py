@@ -12,7 +12,8 @@ import pytest
 from imagebridge.auth.users import MAX_FAILURES, Role, Users
 from imagebridge.fhir.index import fhir_id
 from imagebridge.index import access
-from tests.portal.conftest import ANNA_FILES, PASSWORD, Site
+from imagebridge.portal import routes
+from tests.portal.conftest import ANNA_FILES, BOB_FILES, PASSWORD, Site
 
 
 def signed_in(site: Site, username: str) -> httpx.Client:
@@ -231,3 +232,38 @@ def test_restricted_and_excluded_studies_stay_off_the_lists_of_those_who_may_not
     anna, admin = signed_in(site, "anna").get("/portal").text, signed_in(site, "admin").get("/portal").text
     assert restricted in anna and excluded in anna
     assert restricted in admin
+
+
+def test_staff_with_more_patients_than_a_list_holds_find_them_by_name_or_id(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "MAX_PEOPLE", 1)  # the server runs in this process
+    doctor = signed_in(site, "dr.grey")
+    page = doctor.get("/portal").text
+    assert "Find a patient" in page and "Whose images?" not in page and "Patients you may see" not in page
+    assert page.count('class="card study"') == len(ANNA_FILES) + 1  # the newest studies still show
+    bob = doctor.get("/portal", params={"q": "other bob"}).text
+    assert "Patients matching “other bob”" in bob and "PAT-BOB" in bob and "PAT-ANNA" not in bob
+    by_id = doctor.get("/portal", params={"q": "pat-an"}).text
+    assert "PAT-ANNA" in by_id and "PAT-BOB" not in by_id
+    both = doctor.get("/portal", params={"q": "pat"}).text
+    assert "1 more patients match; add to the search" in both
+    for nothing in ("nobody", "%", "_"):
+        missing = doctor.get("/portal", params={"q": nothing})
+        assert missing.status_code == 200 and "No patient you may see matches" in missing.text
+    link = re.search(r'href="(/portal\?patient=[^"]+)"', bob)
+    assert link is not None
+    theirs = doctor.get(link[1].replace("&amp;", "&")).text
+    assert theirs.count('class="card study"') == len(BOB_FILES) and "PAT-ANNA" not in theirs
+
+
+def test_a_list_shows_the_newest_studies_and_says_how_many_more_there_are(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "MAX_LISTED", 2)
+    page = signed_in(site, "dr.grey").get("/portal").text
+    assert page.count('class="card study"') == 2
+    assert f"{len(ANNA_FILES) + 1 - 2} older studies are not shown; choose a patient to see theirs." in page
+    anna = signed_in(site, "anna").get("/portal").text
+    assert anna.count('class="card study"') == 2
+    assert f"Download all {len(ANNA_FILES)} studies of" in anna

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, insert, select, true
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, insert, select, true
 from sqlalchemy.exc import IntegrityError
 
 from imagebridge.auth.tokens import aware
@@ -102,16 +102,16 @@ class FhirIndex:
         with self.engine.connect() as conn:
             return [_patient(r) for r in conn.execute(query).all()]
 
-    def studies(self, where: Sequence[ColumnElement[bool]]) -> list[StudyRow]:
-        """Studies matching ``where`` (columns of studies, patients, fhir_patient_ids), with their detail."""
+    def studies(self, where: Sequence[ColumnElement[bool]], limit: int | None = None) -> list[StudyRow]:
+        """Studies matching ``where`` (columns of studies, patients, fhir_patient_ids), with their
+        detail, newest first; the first ``limit`` only, if given."""
         self.assign_ids()
         query = (
             select(studies, *_patient_select().selected_columns, studies.c.attrs.label("study_attrs"))
-            .select_from(
-                studies.join(patients, studies.c.patient_pk == patients.c.pk).join(fhir_patient_ids, _JOIN)
-            )
+            .select_from(_STUDY_JOIN)
             .where(*where)
             .order_by(studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.pk)
+            .limit(limit)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -119,6 +119,40 @@ class FhirIndex:
             if found:
                 _attach_series(conn, found)
         return list(found.values())
+
+    def count_studies(self, where: Sequence[ColumnElement[bool]]) -> int:
+        """How many studies :meth:`studies` would return without a limit."""
+        self.assign_ids()
+        query = select(func.count()).select_from(_STUDY_JOIN).where(*where)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def patients_with_studies(
+        self, where: Sequence[ColumnElement[bool]], limit: int
+    ) -> tuple[list[tuple[PatientRow, int]], int]:
+        """The patients of the studies matching ``where``, each with how many of them, by name (the
+        first ``limit``); and how many patients there are in all."""
+        self.assign_ids()
+        person = _patient_select().selected_columns
+        query = (
+            select(*person, func.count().label("study_count"))
+            .select_from(_STUDY_JOIN)
+            .where(*where)
+            .group_by(*person)
+            .order_by(patients.c.name, fhir_patient_ids.c.fhir_id)
+            .limit(limit)
+        )
+        total = (
+            select(func.count(func.distinct(fhir_patient_ids.c.fhir_id)))
+            .select_from(_STUDY_JOIN)
+            .where(*where)
+        )
+        with self.engine.connect() as conn:
+            found = [(_patient(r), int(r.study_count)) for r in conn.execute(query).all()]
+            return found, int(conn.execute(total).scalar_one())
+
+
+_STUDY_JOIN = studies.join(patients, studies.c.patient_pk == patients.c.pk).join(fhir_patient_ids, _JOIN)
 
 
 def _patient_select() -> Any:

@@ -53,7 +53,7 @@ h1{font-size:1.5rem;margin:.5rem 0 1rem}h2{font-size:1.2rem;margin:0 0 .5rem}
 .ok{color:var(--good);background:#e6f4ea;padding:.5rem .75rem;border-radius:.3rem}
 .muted{color:var(--muted)}
 label{display:block;margin:.75rem 0 .25rem;font-weight:600}
-input[type=text],input[type=password],input[type=email],input[type=date],input[type=url],input[type=number],
+input[type=text],input[type=search],input[type=password],input[type=email],input[type=date],input[type=url],input[type=number],
 input[type=datetime-local],select,textarea{width:100%;max-width:30rem;padding:.6rem;font-size:1rem;border:1px solid #6b7078;border-radius:.3rem;background:#fff}
 fieldset{border:1px solid #c4c7cc;border-radius:.3rem;margin:1rem 0;padding:.5rem 1rem}
 fieldset label{font-weight:400;display:flex;gap:.5rem;align-items:flex-start}

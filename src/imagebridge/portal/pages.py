@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from imagebridge.fhir.index import PatientRow, StudyRow
 from imagebridge.portal import layout
 from imagebridge.portal.layout import esc
-from imagebridge.portal.studies import Report
+from imagebridge.portal.studies import Person, Report
 
 
 def person_name(dicom_name: str) -> str:
@@ -89,13 +90,13 @@ def study_actions(row: StudyRow, *, base: str, can_share: bool, can_download: bo
     return "".join(links)
 
 
-def patient_chooser(patients: list[PatientRow], chosen: str | None) -> str:
-    if len(patients) < 2:
+def patient_chooser(people: Sequence[Person], chosen: str | None) -> str:
+    if len(people) < 2:
         return ""
     options = "".join(
-        f'<option value="{esc(p.fhir_id)}"{" selected" if p.fhir_id == chosen else ""}>'
-        f"{esc(person_name(p.name))} (born {esc(date(p.birth_date))})</option>"
-        for p in patients
+        f'<option value="{esc(p.patient.fhir_id)}"{" selected" if p.patient.fhir_id == chosen else ""}>'
+        f"{esc(person_name(p.patient.name))} (born {esc(date(p.patient.birth_date))})</option>"
+        for p in people
     )
     return layout.form(
         "/portal",
@@ -108,31 +109,44 @@ def patient_chooser(patients: list[PatientRow], chosen: str | None) -> str:
     )
 
 
-def patient_table(rows: list[StudyRow]) -> str:
-    """Staff's overview: each patient they may see, with a link to just that patient's studies."""
-    counts: dict[str, int] = {}
-    people: dict[str, PatientRow] = {}
-    for row in rows:
-        counts[row.patient.fhir_id] = counts.get(row.patient.fhir_id, 0) + 1
-        people.setdefault(row.patient.fhir_id, row.patient)
+def patient_search(search: str) -> str:
+    """Staff who may see more patients than a list can hold find one by name or Patient ID."""
+    return layout.form(
+        "/portal",
+        None,
+        layout.field(
+            "q",
+            "Find a patient",
+            "search",
+            value=search,
+            hint="Part of the name (e.g. miller anna) or the start of the Patient ID",
+            autocomplete="off",
+        )
+        + f"<div>{layout.button('Find', 'secondary')}</div>",
+        label="Patient search",
+        method="get",
+    )
+
+
+def patient_table(people: Sequence[Person], caption: str = "Patients you may see") -> str:
+    """Staff's overview: patients they may see, with a link to just that patient's studies."""
     lines = [
         [
-            f'<a href="/portal?{urlencode({"patient": pid})}">{esc(person_name(p.name))}</a>',
-            esc(p.patient_id),
-            esc(date(p.birth_date)),
-            plural(counts[pid], "study", "studies"),
+            f'<a href="/portal?{urlencode({"patient": p.patient.fhir_id})}">{esc(person_name(p.patient.name))}</a>',
+            esc(p.patient.patient_id),
+            esc(date(p.patient.birth_date)),
+            plural(p.studies, "study", "studies"),
         ]
-        for pid, p in people.items()
+        for p in people
     ]
-    return layout.table(["Patient", "Patient ID", "Born", "Studies"], lines, caption="Patients you may see")
+    return layout.table(["Patient", "Patient ID", "Born", "Studies"], lines, caption=caption)
 
 
-def download_all(patients: list[PatientRow], chosen: str | None, count: int) -> str:
+def download_all(patient: PatientRow | None, count: int) -> str:
     """A "download all" link when the list shows one patient's studies (and more than one of them)."""
-    only = chosen or (patients[0].fhir_id if len(patients) == 1 else None)
-    if only is None or count < 2:
+    if patient is None or count < 2:
         return ""
-    who = next((person_name(p.name) for p in patients if p.fhir_id == only), "this patient")
+    only, who = patient.fhir_id, person_name(patient.name)
     href = f"/portal/download?{urlencode({'patient': only})}"
     return f'<p><a class="button secondary" href="{esc(href)}">Download all {count} studies of {esc(who)}</a></p>'
 

@@ -31,6 +31,8 @@ _IMAGE_PATH = re.compile(
 )
 MAX_LISTED = 100
 """Studies shown on one list page (newest first); staff narrow it by choosing a patient."""
+MAX_PEOPLE = 50
+"""Patients listed for choosing one; with more than that, staff search by name or ID instead."""
 
 
 def _archive(request: Request) -> Archive:
@@ -98,12 +100,20 @@ def chrome(current: Session, path: str) -> dict[str, Any]:
 
 @router.get("")
 async def home(
-    request: Request, current: SignedIn, patient: Annotated[str | None, Query(max_length=64)] = None
+    request: Request,
+    current: SignedIn,
+    patient: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    archive = _archive(request)
-    rows = await run_in_threadpool(studies.visible, archive, current.principal)
-    people = studies.patients_of(rows)
-    shown = ([r for r in rows if r.patient.fhir_id == patient] if patient else rows)[:MAX_LISTED]
+    archive, principal = _archive(request), current.principal
+    listing = await run_in_threadpool(studies.newest, archive, principal, MAX_LISTED, patient=patient or None)
+    people, everyone = await run_in_threadpool(studies.people, archive, principal, MAX_PEOPLE)
+    searching = everyone > MAX_PEOPLE or bool(q.strip())  # too many patients for one list: find one
+    found: list[studies.Person] = []
+    matching = 0
+    if q.strip():
+        found, matching = await run_in_threadpool(studies.people, archive, principal, MAX_PEOPLE, search=q)
+    shown = listing.rows
     reports = await run_in_threadpool(lambda: {r.uid: studies.report(archive, r) for r in shown})
     is_patient = current.role in ("patient", "proxy")
     cards = "".join(
@@ -114,28 +124,63 @@ async def home(
                 r, base="/portal", can_share=is_patient, can_download=True, can_send=not is_patient
             ),
             report=reports[r.uid],
-            show_patient=len(people) > 1,
+            show_patient=everyone > 1,
         )
         for r in shown
     )
     heading = "Your studies" if is_patient else "Studies you may see"
-    more = len(rows if not patient else [r for r in rows if r.patient.fhir_id == patient]) - len(shown)
-    if not rows:
+    if everyone == 0:
         hint = "There are no images for you yet. When the imaging department files them, they appear here."
     elif is_patient:
         hint = "Open a study in the viewer, download it, or share it with a doctor using the Share button."
+    elif searching and not patient:
+        hint = "Find a patient by name or Patient ID, then open one of their studies in the viewer."
     else:
         hint = "Pick a patient to narrow the list, then open a study in the viewer."
+    chosen = shown[0].patient if patient and shown else (people[0].patient if everyone == 1 else None)
+    more = listing.total - len(shown)
+    narrow = (
+        ""
+        if patient
+        else "; find a patient to see theirs"
+        if searching
+        else "; choose a patient to see theirs"
+    )
     body = (
         f"<h1>{heading}</h1>"
         + layout.next_step(hint)
-        + pages.patient_chooser(people, patient)
-        + (pages.patient_table(rows) if not is_patient and not patient and len(people) > 1 else "")
-        + pages.download_all(people, patient, len(shown))
+        + (
+            _patient_finder(found, matching, q)
+            if q.strip()
+            else pages.patient_search(q)
+            if searching
+            else pages.patient_chooser(people, patient)
+        )
+        + (
+            pages.patient_table(people)
+            if not searching and not is_patient and not patient and everyone > 1
+            else ""
+        )
+        + pages.download_all(chosen, listing.total)
         + (f'<ul class="studies" aria-label="Studies">{cards}</ul>' if cards else "")
-        + (f"<p>{more} older studies are not shown; choose a patient to see theirs.</p>" if more > 0 else "")
+        + (f"<p>{more} older studies are not shown{narrow}.</p>" if more > 0 else "")
     )
     return layout.response(heading, body, **chrome(current, "/portal"))
+
+
+def _patient_finder(people: list[studies.Person], matching: int, search: str) -> str:
+    """The search form, and the patients it found (all of them, or the first :data:`MAX_PEOPLE`)."""
+    if not people:
+        return pages.patient_search(search) + layout.alert(
+            f"No patient you may see matches “{search}”. Check the spelling, or try fewer words.", "status"
+        )
+    caption = f"Patients matching “{search}”"
+    extra = (
+        f"<p>{matching - len(people)} more patients match; add to the search to narrow it.</p>"
+        if matching > len(people)
+        else ""
+    )
+    return pages.patient_search(search) + pages.patient_table(people, caption) + extra
 
 
 @router.get("/studies/{study}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, and_, or_
 
 from imagebridge.auth import policy
 from imagebridge.auth.policy import Principal
@@ -22,7 +22,7 @@ from imagebridge.dicom.matching import Level
 from imagebridge.fhir.index import FhirIndex, PatientRow, StudyRow
 from imagebridge.index import access
 from imagebridge.index.lookup import Target as StoredTarget
-from imagebridge.index.schema import fhir_patient_ids, studies
+from imagebridge.index.schema import fhir_patient_ids, patients, studies
 from imagebridge.services.archive import Archive
 
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
@@ -37,6 +37,53 @@ class Report:
 
 def visible(archive: Archive, principal: Principal, *, patient: str | None = None) -> list[StudyRow]:
     """The studies ``principal`` may read, newest first; only ``patient``'s if one is named."""
+    rows = FhirIndex(archive.engine).studies(_where(archive, principal, patient))
+    return [row for row in rows if policy.decide(principal, target(row)).allowed]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The newest studies a principal may read (at most the limit asked for), and how many in all."""
+
+    rows: list[StudyRow]
+    total: int
+
+
+def newest(archive: Archive, principal: Principal, limit: int, *, patient: str | None = None) -> Listing:
+    """The first ``limit`` of :func:`visible`, read from the index as a page: a list of the newest
+    studies costs the same with a hundred studies in the archive or a million."""
+    where = _where(archive, principal, patient)
+    index = FhirIndex(archive.engine)
+    rows = index.studies(where, limit=limit)
+    total = len(rows) if len(rows) < limit else index.count_studies(where)
+    return Listing([row for row in rows if policy.decide(principal, target(row)).allowed], total)
+
+
+@dataclass(frozen=True)
+class Person:
+    patient: PatientRow
+    studies: int
+    """how many of her studies the principal may read"""
+
+
+def people(
+    archive: Archive, principal: Principal, limit: int, *, search: str = ""
+) -> tuple[list[Person], int]:
+    """The patients whose studies ``principal`` may read, by name, each with how many (the first
+    ``limit``), and how many patients there are in all; with ``search``, only those whose name
+    holds every word of it, or whose Patient ID starts with it (case-insensitive)."""
+    where = _where(archive, principal, None)
+    words = search.split()
+    if words:
+        by_name = and_(*(patients.c.name.icontains(word, autoescape=True) for word in words))
+        where.append(or_(by_name, patients.c.patient_id.istartswith(search.strip(), autoescape=True)))
+    found, total = FhirIndex(archive.engine).patients_with_studies(where, limit)
+    return [Person(patient, count) for patient, count in found], total
+
+
+def _where(archive: Archive, principal: Principal, patient: str | None) -> list[ColumnElement[bool]]:
+    """The principal's studies (and only ``patient``'s, if named), as SQL: her patients, the
+    studies a share names, and :func:`imagebridge.index.access.visible` (restrictions, exclusions)."""
     where: list[ColumnElement[bool]] = []
     if principal.user_patients is not None and principal.share is None:
         reach = set(principal.user_patients)
@@ -50,8 +97,7 @@ def visible(archive: Archive, principal: Principal, *, patient: str | None = Non
     if patient:
         where.append(fhir_patient_ids.c.fhir_id == patient)
     where.append(access.visible(archive.engine, policy.reach(principal, "read"), Level.STUDY))
-    rows = FhirIndex(archive.engine).studies(where)
-    return [row for row in rows if policy.decide(principal, target(row)).allowed]
+    return where
 
 
 def target(row: StudyRow) -> policy.Target:
@@ -72,13 +118,6 @@ def may_read(archive: Archive, principal: Principal, study_uid: str) -> bool:
     request that follows is)."""
     facts = access.target(archive.engine, "read", study_uid)
     return facts is not None and policy.decide(principal, facts).allowed
-
-
-def patients_of(rows: list[StudyRow]) -> list[PatientRow]:
-    seen: dict[str, PatientRow] = {}
-    for row in rows:
-        seen.setdefault(row.patient.fhir_id, row.patient)
-    return list(seen.values())
 
 
 def report(archive: Archive, row: StudyRow) -> Report | None:
