@@ -50,8 +50,8 @@ class Listing:
 
 
 def newest(archive: Archive, principal: Principal, limit: int, *, patient: str | None = None) -> Listing:
-    """The first ``limit`` of :func:`visible`, read from the index as a page: a list of the newest
-    studies costs the same with a hundred studies in the archive or a million."""
+    """The first ``limit`` of :func:`visible`, read from the index as a page (the rest only
+    counted, when there may be more), not every study the principal may read."""
     where = _where(archive, principal, patient)
     index = FhirIndex(archive.engine)
     rows = index.studies(where, limit=limit)
