@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from imagebridge.auth.tokens import Grant
+from imagebridge.auth.users import Role
+from imagebridge.index import access
 from imagebridge.services.sharing import RedemptionLimits
 from tests.sharing.conftest import Served
 from tests.sharing.helpers import BIRTH_A, patient_token
@@ -112,3 +115,22 @@ def test_rate_limited_with_retry_after(served: Served) -> None:
     limited = httpx.post(url, json={"code": created.code, "birth_date": BIRTH_A})
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
     assert limited.json()["error"] == "rate_limited"
+
+
+def test_a_restricted_study_is_not_shared_and_a_carer_shares_only_what_she_may_read(served: Served) -> None:
+    p = served.people
+    access.restrict(served.archive.engine, p.sa2, "mental health", "sensitive", by="admin")
+    served.authz.users.add(
+        "carer", "correct horse battery", Role.PROXY, display_name="Cy Carer", patients=(p.a,)
+    )
+    carer_token, _ = served.authz.tokens.issue(
+        "access", Grant("portal", "user/ImagingStudy.rs", subject="carer"), 3600
+    )
+    carer, ann = _bearer(carer_token), _bearer(patient_token(served.authz, p.a))
+    refused = httpx.post(f"{served.url}/api/shares", json={"patient": p.a, "studies": [p.sa2]}, headers=carer)
+    assert refused.status_code == 403 and "restricted" in refused.json()["error_description"]
+    own = httpx.post(f"{served.url}/api/shares", json={"studies": [p.sa1, p.sa2]}, headers=ann)
+    assert own.status_code == 403 and "restricted" in own.json()["error_description"]
+    allowed = httpx.post(f"{served.url}/api/shares", json={"patient": p.a, "studies": [p.sa1]}, headers=carer)
+    assert allowed.status_code == 201 and allowed.json()["studies"] == [p.sa1]
+    assert [s.studies for s in served.sharing.list(p.a)] == [(p.sa1,)]  # nothing else was made

@@ -2,7 +2,8 @@
 
 Managing shares needs a bearer token (``Authorization: Bearer``) resolved by
 ``app.state.authority``; the caller may share, list and revoke only studies that
-``auth.policy`` lets it read (a patient token: its own patient's studies), and a share
+``auth.policy`` lets it read (a patient token: its own patient's studies; decided on the study's
+restriction and exclusions too, and a restricted study is never shared), and a share
 token itself may not make shares. Redeeming a share needs no token:
 
 - ``POST /api/shares`` ``{patient?, studies?: [uid] | null, recipient?, expires?: "14d" | date |
@@ -34,6 +35,7 @@ from imagebridge.auth.authority import bearer_token
 from imagebridge.auth.errors import InvalidToken, OAuthError
 from imagebridge.auth.policy import Principal, Target
 from imagebridge.errors import ImageBridgeError, InvalidInput, NotFound
+from imagebridge.index import access
 from imagebridge.services.sharing import (
     CreatedShare,
     RedemptionRefused,
@@ -111,15 +113,36 @@ def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str | N
     return value
 
 
-def _owner(principal: Principal, patient: str, studies: tuple[str, ...] = ()) -> None:
-    """The caller may manage shares of ``patient`` (and these studies) only if it may read them itself."""
+def _owner(principal: Principal, patient: str) -> None:
+    """The caller may manage shares of ``patient`` only if it may read her studies itself."""
     if principal.share is not None:
         raise _Refused(403, "forbidden", "a share's token cannot create or manage shares")
-    targets = [Target("ImagingStudy", "read", patient=patient, study_uid=s) for s in studies]
-    for target in targets or [Target("ImagingStudy", "read", patient=patient)]:
-        decision = policy.check(principal, target)
-        if not decision.allowed:
-            raise _Refused(403, decision.error or "forbidden", decision.reason)
+    _allowed(principal, Target("ImagingStudy", "read", patient=patient))
+
+
+def _may_share(request: Request, principal: Principal, patient: str, studies: tuple[str, ...]) -> None:
+    """Each study named must be one the caller may read, decided on the facts DICOMweb decides on,
+    and not restricted: a share never carries a restricted study (``auth.policy``), so one named
+    is refused here rather than left out of what the recipient sees. A study that is not the
+    patient's is the sharing service's to refuse."""
+    engine = request.app.state.archive.engine
+    for study_uid in studies:
+        facts = access.target(engine, "read", study_uid)
+        if facts is None or facts.patient != patient:
+            continue
+        _allowed(principal, facts)
+        if facts.restricted:
+            raise _Refused(
+                403,
+                "forbidden",
+                f"study {study_uid} is restricted, and a share never carries a restricted study",
+            )
+
+
+def _allowed(principal: Principal, target: Target) -> None:
+    decision = policy.check(principal, target)
+    if not decision.allowed:
+        raise _Refused(403, decision.error or "forbidden", decision.reason)
 
 
 def _patient(principal: Principal, given: str | None) -> str:
@@ -148,7 +171,8 @@ def _create(request: Request, service: Sharing, body: dict[str, Any]) -> Created
         not isinstance(studies, list) or not all(isinstance(s, str) for s in studies)
     ):
         raise InvalidInput("'studies' must be a list of Study Instance UIDs, or null for all")
-    _owner(principal, patient, tuple(studies or ()))
+    _owner(principal, patient)
+    _may_share(request, principal, patient, tuple(studies or ()))
     expires = _text(body, "expires")
     download = body.get("allow_download", True)
     if not isinstance(download, bool):
