@@ -12,6 +12,7 @@ from imagebridge.auth.errors import InvalidToken
 from imagebridge.auth.policy import Principal
 from imagebridge.auth.scopes import parse
 from imagebridge.errors import InvalidInput, NotFound
+from imagebridge.index import access
 from imagebridge.index.schema import share_attempts, shares
 from imagebridge.services.sharing import (
     CROCKFORD,
@@ -242,3 +243,17 @@ def test_guesses_sent_in_parallel_get_no_more_than_five_checks(served: Served) -
     assert checked == 5 and len(outcomes) == 12
     assert outcomes.count("RedemptionRefused") == 4
     assert served.sharing.get(share_id).state() is ShareState.LOCKED
+
+
+def test_restricted_studies_are_never_shared(served: Served) -> None:
+    """A share never carries a restricted study (``auth.policy``): named, it is refused with the
+    reason; "all" leaves it out; a patient whose every study is restricted gets a reason."""
+    p, sharing, engine = served.people, served.sharing, served.archive.engine
+    access.restrict(engine, p.sa2, "mental health", "sensitive", by="admin")
+    with pytest.raises(InvalidInput, match="a restricted study"):
+        sharing.create(patient=p.a, studies=[p.sa2], created_by="ann")
+    assert sharing.create(patient=p.a, studies=None, created_by="ann").share.studies == (p.sa1,)
+    access.restrict(engine, p.sa1, "mental health", "sensitive", by="admin")
+    with pytest.raises(InvalidInput, match="every study of this patient is restricted"):
+        sharing.create(patient=p.a, studies=None, created_by="ann")
+    assert len(sharing.list(p.a)) == 1

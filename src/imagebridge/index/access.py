@@ -270,6 +270,16 @@ def unrestrict(engine: Engine, uid: str) -> int:
     return int(count)
 
 
+def restricted_studies(engine: Engine, study_uids: Sequence[str]) -> set[str]:
+    """Those of ``study_uids`` that are restricted, whole or in part."""
+    if not study_uids:
+        return set()
+    r = access_restrictions.c
+    query = select(r.study_uid).where(r.study_uid.in_(list(study_uids))).distinct()
+    with engine.connect() as conn:
+        return {row.study_uid for row in conn.execute(query)}
+
+
 def restrictions(engine: Engine) -> list[Restriction]:
     r = access_restrictions.c
     query = select(

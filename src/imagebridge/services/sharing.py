@@ -42,6 +42,7 @@ from imagebridge.auth.tokens import Grant, aware, digest
 from imagebridge.errors import InvalidInput, NotFound
 from imagebridge.fhir.index import FhirIndex, StudyRow
 from imagebridge.identifiers import public_id
+from imagebridge.index import access
 from imagebridge.index.schema import fhir_patient_ids, share_attempts, share_sessions, shares, studies
 from imagebridge.services.archive import Archive
 from imagebridge.services.share_model import (
@@ -421,14 +422,23 @@ class Sharing:
                 "correct the studies' PatientBirthDate first"
             )
         own = [r.uid for r in rows]
+        restricted = access.restricted_studies(self.engine, own)
         if wanted is None:
-            return own
+            shareable = [uid for uid in own if uid not in restricted]
+            if not shareable:
+                raise InvalidInput("every study of this patient is restricted, and a share never carries one")
+            return shareable
         chosen = list(dict.fromkeys(uid.strip() for uid in wanted if uid.strip()))
         if not chosen:
             raise InvalidInput("choose at least one study to share (or share all of them)")
         foreign = [uid for uid in chosen if uid not in own]
         if foreign:
             raise InvalidInput(f"not a study of this patient: {', '.join(foreign)}")
+        kept = [uid for uid in chosen if uid in restricted]
+        if kept:
+            raise InvalidInput(
+                f"restricted, and a share never carries a restricted study: {', '.join(kept)}; leave it out"
+            )
         return chosen
 
     def _audit(self, outcome: str, reason: str, action: str, share: Share, **fields: Any) -> None:

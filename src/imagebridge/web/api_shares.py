@@ -3,7 +3,7 @@
 Managing shares needs a bearer token (``Authorization: Bearer``) resolved by
 ``app.state.authority``; the caller may share, list and revoke only studies that
 ``auth.policy`` lets it read (a patient token: its own patient's studies; decided on the study's
-restriction and exclusions too, and a restricted study is never shared), and a share
+restriction and exclusions too), never a restricted study (400; "all" leaves them out), and a share
 token itself may not make shares. Redeeming a share needs no token:
 
 - ``POST /api/shares`` ``{patient?, studies?: [uid] | null, recipient?, expires?: "14d" | date |
@@ -121,22 +121,14 @@ def _owner(principal: Principal, patient: str) -> None:
 
 
 def _may_share(request: Request, principal: Principal, patient: str, studies: tuple[str, ...]) -> None:
-    """Each study named must be one the caller may read, decided on the facts DICOMweb decides on,
-    and not restricted: a share never carries a restricted study (``auth.policy``), so one named
-    is refused here rather than left out of what the recipient sees. A study that is not the
-    patient's is the sharing service's to refuse."""
+    """Each study named must be one the caller may read, decided on the facts DICOMweb decides on
+    (a carer may not share a study restricted to the patient). A study that is not the patient's,
+    or is restricted, is the sharing service's to refuse (a share never carries a restricted one)."""
     engine = request.app.state.archive.engine
     for study_uid in studies:
         facts = access.target(engine, "read", study_uid)
-        if facts is None or facts.patient != patient:
-            continue
-        _allowed(principal, facts)
-        if facts.restricted:
-            raise _Refused(
-                403,
-                "forbidden",
-                f"study {study_uid} is restricted, and a share never carries a restricted study",
-            )
+        if facts is not None and facts.patient == patient:
+            _allowed(principal, facts)
 
 
 def _allowed(principal: Principal, target: Target) -> None:
