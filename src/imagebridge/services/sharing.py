@@ -437,7 +437,8 @@ class Sharing:
         kept = [uid for uid in chosen if uid in restricted]
         if kept:
             raise InvalidInput(
-                f"restricted, and a share never carries a restricted study: {', '.join(kept)}; leave it out"
+                "restricted (only the patient and administrators may see it), and a share never "
+                f"carries a restricted study: {', '.join(kept)}; leave it out"
             )
         return chosen
 
