@@ -247,7 +247,7 @@ def test_staff_with_more_patients_than_a_list_holds_find_them_by_name_or_id(
     by_id = doctor.get("/portal", params={"q": "pat-an"}).text
     assert "PAT-ANNA" in by_id and "PAT-BOB" not in by_id
     both = doctor.get("/portal", params={"q": "pat"}).text
-    assert "1 more patients match; add to the search" in both
+    assert "1 more patient matches; add to the search" in both
     for nothing in ("nobody", "%", "_"):
         missing = doctor.get("/portal", params={"q": nothing})
         assert missing.status_code == 200 and "No patient you may see matches" in missing.text

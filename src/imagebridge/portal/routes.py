@@ -163,7 +163,11 @@ async def home(
         )
         + pages.download_all(chosen, listing.total)
         + (f'<ul class="studies" aria-label="Studies">{cards}</ul>' if cards else "")
-        + (f"<p>{more} older studies are not shown{narrow}.</p>" if more > 0 else "")
+        + (
+            f"<p>{pages.plural(more, 'older study is', 'older studies are')} not shown{narrow}.</p>"
+            if more > 0
+            else ""
+        )
     )
     return layout.response(heading, body, **chrome(current, "/portal"))
 
@@ -176,7 +180,8 @@ def _patient_finder(people: list[studies.Person], matching: int, search: str) ->
         )
     caption = f"Patients matching “{search}”"
     extra = (
-        f"<p>{matching - len(people)} more patients match; add to the search to narrow it.</p>"
+        f"<p>{pages.plural(matching - len(people), 'more patient matches', 'more patients match')}; "
+        "add to the search to narrow it.</p>"
         if matching > len(people)
         else ""
     )
